@@ -1,0 +1,122 @@
+"""Settings of the engine's parts. Every field is a knob with its docstring;
+``configs/default.toml`` mirrors these models."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Settings(BaseModel):
+    """Base of every config section: unknown keys are errors, defaults are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, use_attribute_docstrings=True)
+
+
+class ModelConfig(Settings):
+    lags: tuple[int, ...] = (8, 4, 2, 1)
+    """Lags in frames, longest first. The longest lag defines the slow component."""
+    base_channels: int = Field(16, ge=4, le=128)
+    """Channels of the first U-Net level (doubles per level)."""
+    levels: int = Field(2, ge=1, le=4)
+    """Downsampling levels of each lag U-Net (skip connections at every level)."""
+    context: int = Field(1, ge=1, le=16)
+    """Past frames fed to each lag network: x[t-L], x[t-L-s], ... (s = context_stride)."""
+    context_stride: int = Field(1, ge=1, le=64)
+    """Spacing in frames between context frames."""
+    median_channel: bool = False
+    """Also feed the causal running median (of the frames up to t-L) as an input channel."""
+    warmup_median: int = Field(16, ge=1, le=256)
+    """Window in frames of the causal running median used for slow during warm-up."""
+    device: str = "auto"
+    """'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    threads: int = Field(0, ge=0, le=256)
+    """CPU threads for torch; 0 keeps torch's default."""
+    seed: int = 0
+    """Seed for weight initialisation and training crops."""
+
+    @field_validator("lags")
+    @classmethod
+    def _lags_descending(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v:
+            raise ValueError("at least one lag is required, e.g. [8, 4, 2, 1]")
+        if any(lag < 1 for lag in v):
+            raise ValueError(f"lags must be positive frame counts, got {list(v)}")
+        if list(v) != sorted(set(v), reverse=True):
+            raise ValueError(f"lags must be distinct and longest first, got {list(v)}")
+        return v
+
+
+class TrainConfig(Settings):
+    mode: Literal["slack", "fixed", "off"] = "slack"
+    """'slack': train in the time before the next frame (live); 'fixed': exactly
+    steps_per_frame steps after each frame (deterministic); 'off': frozen weights."""
+    steps_per_frame: int = Field(1, ge=0, le=1000)
+    """Training steps after each frame in fixed mode."""
+    min_steps_per_frame: int = Field(1, ge=0, le=1000)
+    """Slack mode: steps taken after each frame even when the next one is waiting."""
+    max_steps_per_frame: int = Field(8, ge=1, le=10000)
+    """Slack mode: most steps between two frames."""
+    warmup_steps: int = Field(100, ge=0)
+    """Training steps of the slow stage before its output replaces the running median."""
+    batch: int = Field(8, ge=1, le=256)
+    """Training pairs per step."""
+    crop: int = Field(64, ge=8, le=4096)
+    """Side in pixels of the random training crops (whole frame when smaller)."""
+    history: int = Field(64, ge=1, le=4096)
+    """Frames kept in the ring beyond the longest lag; training targets are drawn from them."""
+    lr: float = Field(1e-3, gt=0, le=1.0)
+    """Adam learning rate."""
+    slow_loss: Literal["l1", "mse", "huber"] = "l1"
+    """Loss of the slow (longest-lag) stage; L1 learns the conditional median."""
+    fast_loss: Literal["l1", "mse", "huber"] = "mse"
+    """Loss of the shorter-lag stages."""
+    stages_per_step: Literal["all", "rotate"] = "rotate"
+    """'all': each step trains every lag; 'rotate': the slow stage every step and one
+    shorter lag in turn (cheaper on CPU)."""
+    grad_clip: float = Field(1.0, gt=0)
+    """Gradient-norm clip; a step whose gradient is not finite is skipped and counted."""
+    init: str | None = None
+    """Weights file (from `lagsplit pretrain`) to start from instead of random weights."""
+
+
+class RuntimeConfig(Settings):
+    queue: int = Field(32, ge=1, le=100000)
+    """Frames the input queue holds between the adapter and the worker."""
+    overflow: Literal["block", "drop"] = "block"
+    """'block': the source waits (replay, never drops); 'drop': keep up with a live
+    source, dropping frames that do not fit (counted and recorded as gaps)."""
+    sink_queue: int = Field(64, ge=1, le=100000)
+    """Results the HDF5 writer may lag behind; a full queue back-pressures the worker."""
+    max_frames: int | None = Field(None, ge=1)
+    """Stop after this many frames (None: until the source ends)."""
+
+
+class OutputConfig(Settings):
+    path: str | None = "out/lagsplit.h5"
+    """HDF5 file to write; None writes no file."""
+    dtype: Literal["float32", "float16"] = "float32"
+    """Storage type of the components."""
+    raw: bool = True
+    """Also store the input frames (/raw, input dtype)."""
+    components: bool = False
+    """Also store per-lag components and the residual (/components/...)."""
+    compression: Literal["none", "lzf", "gzip", "blosc-lz4"] = "none"
+    """Chunk compression; blosc-lz4 needs the hdf5plugin package."""
+    flush_every: int = Field(10, ge=1)
+    """Flush to disk (visible to SWMR readers, survives a kill) every N frames."""
+    flush_seconds: float = Field(1.0, gt=0)
+    """... or at least this often, in seconds."""
+    overwrite: bool = True
+    """Replace an existing file of the same name."""
+
+
+class MonitorConfig(Settings):
+    mode: Literal["auto", "live", "log", "off"] = "auto"
+    """'auto': rich Live on a terminal, plain log lines otherwise."""
+    refresh_hz: float = Field(4.0, gt=0, le=60)
+    """Live display refreshes per second."""
+    log_every_s: float = Field(5.0, gt=0)
+    """Seconds between plain log lines when not on a terminal."""
+    preview_width: int = Field(24, ge=8, le=120)
+    """Width in characters of each live preview image."""

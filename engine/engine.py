@@ -1,0 +1,384 @@
+"""The engine: adapter thread -> bounded input queue -> worker (inference, sinks,
+training in the slack) -> sinks. DESIGN.md §2.
+
+    Engine(adapter, cascade, trainer, sinks, runtime=...).run()
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .cascade import Cascade
+from .config import RuntimeConfig
+from .contracts import Adapter, RunInfo, Sink, check_adapter, check_sink
+from .frame import Decomposition, Frame
+from .status import FinishReason, LatencyStats, Preview, RateMeter, RunState, Status
+from .trainer import OnlineTrainer
+
+log = logging.getLogger("lagsplit.engine")
+_END = object()
+
+
+class Engine:
+    """Runs one stream through the cascade. Parts are injected; ``clock`` is monotonic seconds."""
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        cascade: Cascade,
+        trainer: OnlineTrainer,
+        sinks: Sequence[Sink] = (),
+        *,
+        runtime: RuntimeConfig | None = None,
+        components: bool = False,
+        source: str = "",
+        config_json: str = "{}",
+        info_extra: dict | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        preview_every_s: float = 0.25,
+        preview_size: int = 48,
+    ) -> None:
+        self.adapter = check_adapter(adapter)
+        self.cascade = cascade
+        self.trainer = trainer
+        self.sinks = [check_sink(s) for s in sinks]
+        self.rt = runtime or RuntimeConfig()
+        self.components = components
+        self.source = source or getattr(adapter, "describe", lambda: type(adapter).__name__)()
+        self.config_json = config_json
+        self.info_extra = info_extra or {}
+        self.clock = clock
+        self.preview_every_s = preview_every_s
+        self.preview_size = preview_size
+
+        self._q: queue.Queue = queue.Queue(maxsize=self.rt.queue)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._lost: dict[int, str] = {}  # acquisition index -> why it is missing
+        self._threads: list[threading.Thread] = []
+        self._state = RunState.IDLE
+        self._reason: FinishReason | None = None
+        self._error: str | None = None
+        self._series: tuple[tuple[int, ...], np.dtype] | None = None
+        self._last_index: int | None = None
+        self._t0 = 0.0
+        self._last_preview_t = -1e9
+        self._preview: Preview | None = None
+        self.counts = dict(received=0, processed=0, rejected=0, dropped=0, gaps=0, nonfinite=0)
+        self._in_rate, self._out_rate, self._train_rate = RateMeter(), RateMeter(), RateMeter()
+        self._latency = LatencyStats()
+        self._warmup = True
+
+    # ---- public -----------------------------------------------------------------------------
+    def run(self) -> Status:
+        """Start, wait until the source ends (or stop() / Ctrl-C), tear down, return the final status."""
+        self.start()
+        try:
+            self.wait()
+        except KeyboardInterrupt:
+            self.stop()
+            self.wait()
+        return self.status()
+
+    def start(self) -> None:
+        self._t0 = self.clock()
+        self._set_state(RunState.RUNNING)
+        self.adapter.open()
+        for target, name in ((self._source_loop, "source"), (self._worker_loop, "worker")):
+            t = threading.Thread(target=target, name=f"lagsplit-{name}", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the run has finished; True when it has."""
+        worker = self._threads[1]
+        end = None if timeout is None else time.monotonic() + timeout
+        while worker.is_alive():
+            worker.join(0.2 if end is None else max(0.0, min(0.2, end - time.monotonic())))
+            if end is not None and time.monotonic() >= end:
+                break
+        return not worker.is_alive()
+
+    def stop(self) -> None:
+        """Ask the run to finish at the next safe point (between frames)."""
+        if self._reason is None:
+            self._reason = FinishReason.STOPPED
+        self._stop.set()
+        stop = getattr(self.adapter, "stop", None)
+        if callable(stop):
+            try:
+                stop()
+            except Exception:  # noqa: BLE001
+                log.exception("adapter stop() failed")
+
+    def status(self) -> Status:
+        now = self.clock()
+        with self._lock:
+            counts = dict(self.counts)
+            adapter_counts = self._adapter_counters()
+            return Status(
+                state=self._state,
+                reason=self._reason if self._state in (RunState.FINISHED, RunState.FAILED) else None,
+                source=self.source,
+                device=str(self.cascade.device),
+                lags=self.cascade.lags,
+                elapsed_s=now - self._t0 if self._t0 else 0.0,
+                received=counts["received"],
+                processed=counts["processed"],
+                rejected=counts["rejected"] + adapter_counts.get("rejected", 0),
+                dropped=counts["dropped"],
+                gaps=counts["gaps"],
+                nonfinite=counts["nonfinite"],
+                queue_depth=self._q.qsize(),
+                queue_capacity=self.rt.queue,
+                in_rate_hz=self._in_rate.rate(now),
+                out_rate_hz=self._out_rate.rate(now),
+                latency_p50_ms=self._latency.percentile(50),
+                latency_p99_ms=self._latency.percentile(99),
+                train_steps=self.trainer.version,
+                train_rate_hz=self._train_rate.rate(now),
+                train_skipped=self.trainer.skipped,
+                loss=tuple(self.trainer.last_loss),
+                model_version=self.trainer.version,
+                warmup=self._warmup,
+                last_index=self._last_index,
+                error=self._error,
+                preview=self._preview,
+                adapter=adapter_counts,
+            )
+
+    # ---- threads ------------------------------------------------------------------------------
+    def _source_loop(self) -> None:
+        try:
+            for frame in self.adapter:
+                if self._stop.is_set():
+                    break
+                frame.arrival = self.clock()
+                with self._lock:
+                    self.counts["received"] += 1
+                    self._in_rate.add(frame.arrival)
+                if self.rt.overflow == "drop":
+                    try:
+                        self._q.put_nowait(frame)
+                    except queue.Full:
+                        with self._lock:
+                            self.counts["dropped"] += 1
+                            self._lost[frame.index] = "dropped"
+                else:
+                    self._put_blocking(frame)
+        except Exception as exc:  # noqa: BLE001 - reported, run ends cleanly
+            log.error("source failed: %s", exc)
+            self._fail(f"source failed: {exc}")
+        finally:
+            self._put_blocking(_END, force=True)
+
+    def _put_blocking(self, item: object, force: bool = False) -> None:
+        while True:
+            try:
+                self._q.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if self._stop.is_set() and not force:
+                    return
+                if force and not self._threads[1].is_alive():
+                    return
+
+    def _worker_loop(self) -> None:
+        try:
+            while True:
+                item = self._q.get()
+                if item is _END or self._stop.is_set():
+                    break
+                self._process(item)
+                if self.rt.max_frames and self.counts["processed"] >= self.rt.max_frames:
+                    self._reason = self._reason or FinishReason.MAX_FRAMES
+                    self.stop()
+                    break
+        except Exception as exc:  # noqa: BLE001
+            log.exception("worker failed")
+            self._fail(f"{type(exc).__name__}: {exc}")
+        finally:
+            self._teardown()
+
+    # ---- per frame ----------------------------------------------------------------------------
+    def _process(self, frame: Frame) -> None:
+        arr = np.asarray(frame.array)
+        if not self._accept(frame, arr):
+            return
+        if self._series is None:
+            self._series = (arr.shape, arr.dtype)
+            info = RunInfo(
+                shape=tuple(arr.shape), dtype=arr.dtype.str, lags=self.cascade.lags, source=self.source,
+                config_json=self.config_json, components=self.components, extra=self.info_extra,
+            )
+            for s in self.sinks:
+                s.setup(info)
+        self._record_gap(frame.index)
+
+        x = torch.from_numpy(arr.astype(np.float32, copy=False)).to(self.cascade.device)
+        valid = bool(torch.isfinite(x).all())
+        if not valid:
+            with self._lock:
+                self.counts["nonfinite"] += 1
+            log.warning("frame %d has NaN or Inf pixels: emitted, not trained on", frame.index)
+        out = self.cascade.infer(x, valid)
+        slow, fast, comps, resid = self.cascade.to_adu(out, arr, self.components)
+        done = self.clock()
+        latency = (done - frame.arrival) * 1000.0 if frame.arrival else 0.0
+        result = Decomposition(
+            index=frame.index, timestamp=frame.timestamp, raw=arr, slow=slow, fast=fast, components=comps,
+            residual=resid, model_version=self.trainer.version, warmup=out.warmup, latency_ms=latency,
+        )
+        for s in self.sinks:
+            s.append(result)
+        with self._lock:
+            self.counts["processed"] += 1
+            self._out_rate.add(done)
+            self._latency.add(latency)
+            self._last_index = frame.index
+            self._warmup = out.warmup
+            if done - self._last_preview_t >= self.preview_every_s:
+                self._preview = self._make_preview(result)
+                self._last_preview_t = done
+        self._push_counters()
+
+        steps = self.trainer.after_frame(slack=lambda: self._q.empty() and not self._stop.is_set())
+        if steps:
+            now = self.clock()
+            with self._lock:
+                self._train_rate.add(now, len(steps))
+            for st in steps:
+                for s in self.sinks:
+                    hook = getattr(s, "train_log", None)
+                    if hook is not None:
+                        hook(st.step, st.losses)
+
+    def _accept(self, frame: Frame, arr: np.ndarray) -> bool:
+        """Reject a frame whose shape or dtype differs from the series (first frame sets it)."""
+        why = None
+        if arr.ndim != 2:
+            why = f"expected a 2-D (H, W) image, got shape {arr.shape}"
+        elif self._series is not None and (arr.shape, arr.dtype) != self._series:
+            shape, dtype = self._series
+            why = f"shape {arr.shape} dtype {arr.dtype} differs from the series' {shape} {dtype}"
+        if why is None:
+            return True
+        log.warning("frame %d rejected: %s", frame.index, why)
+        with self._lock:
+            self.counts["rejected"] += 1
+            self._lost[frame.index] = "rejected"
+        return False
+
+    def _record_gap(self, index: int) -> None:
+        last = self._last_index
+        if last is None or index <= last + 1:
+            return
+        runs: list[tuple[int, int, str]] = []
+        with self._lock:
+            for i in range(last + 1, index):
+                reason = self._lost.pop(i, "missing")
+                if runs and runs[-1][2] == reason and runs[-1][0] + runs[-1][1] == i:
+                    runs[-1] = (runs[-1][0], runs[-1][1] + 1, reason)
+                else:
+                    runs.append((i, 1, reason))
+            self.counts["gaps"] += len(runs)
+        for first, count, reason in runs:
+            log.info("gap: %d frame(s) from %d %s", count, first, reason)
+            for s in self.sinks:
+                s.skip(first, count, reason)
+
+    def _make_preview(self, r: Decomposition) -> Preview:
+        h, w = r.slow.shape
+        step = max(1, max(h, w) // self.preview_size)
+        return Preview(
+            r.index,
+            np.array(r.raw[::step, ::step], dtype=np.float32),
+            np.array(r.slow[::step, ::step]),
+            np.array(r.fast[::step, ::step]),
+        )
+
+    def _adapter_counters(self) -> dict[str, int]:
+        fn = getattr(self.adapter, "counters", None)
+        if not callable(fn):
+            return {}
+        try:
+            return dict(fn())
+        except Exception:  # noqa: BLE001
+            return {}
+
+    def _push_counters(self) -> None:
+        st = self.counts
+        adapter = self._adapter_counters()
+        counters = dict(st, rejected=st["rejected"] + adapter.get("rejected", 0), train_skipped=self.trainer.skipped)
+        counters["received"] = max(st["received"], adapter.get("received", 0))
+        for s in self.sinks:
+            hook = getattr(s, "update_counters", None)
+            if hook is not None:
+                hook(counters)
+
+    # ---- state --------------------------------------------------------------------------------
+    def _set_state(self, state: RunState) -> None:
+        with self._lock:
+            self._state = state
+
+    def _fail(self, message: str) -> None:
+        with self._lock:
+            self._error = self._error or message
+            self._reason = FinishReason.ERROR
+        self._stop.set()
+
+    def _teardown(self) -> None:
+        """Always runs: stop the source, close the adapter and every sink, each on its own."""
+        self._set_state(RunState.STOPPING)
+        self._stop.set()
+        stop = getattr(self.adapter, "stop", None)
+        if callable(stop):
+            try:
+                stop()
+            except Exception:  # noqa: BLE001
+                log.exception("adapter stop() failed")
+        # unblock a source waiting on a full queue
+        while self._threads[0].is_alive():
+            try:
+                self._q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        try:
+            self.adapter.close()
+        except Exception as exc:  # noqa: BLE001
+            log.error("closing the adapter failed: %s", exc)
+        try:
+            self._push_counters()
+        except Exception:  # noqa: BLE001
+            pass
+        for s in self.sinks:
+            try:
+                s.close()
+            except Exception as exc:  # noqa: BLE001
+                log.error("closing sink %s failed: %s", type(s).__name__, exc)
+                with self._lock:
+                    self._error = self._error or f"closing sink failed: {exc}"
+                    self._reason = FinishReason.ERROR
+        with self._lock:
+            if self._reason is None:
+                self._reason = FinishReason.SOURCE_ENDED
+            self._state = RunState.FAILED if self._error else RunState.FINISHED
+        log.info("run %s: %s", self._state.value, self._reason.value)
+
+
+def final_status_line(st: Status) -> str:
+    """One line summing up a run."""
+    return (
+        f"{st.state.value} ({st.reason.value if st.reason else '-'}): {st.processed} frames processed, "
+        f"{st.received} received, {st.rejected} rejected, {st.dropped} dropped, {st.gaps} gaps, "
+        f"{st.train_steps} training steps, device {st.device}"
+    )
+
+
+__all__ = ["Engine", "final_status_line"]

@@ -1,0 +1,44 @@
+"""The unit that flows from an adapter into the engine, and what comes out."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class Frame:
+    """One acquisition frame.
+
+    ``index`` is the acquisition's frame number (gaps in it are real gaps),
+    ``timestamp`` the acquisition time in seconds (epoch or stream-relative),
+    ``array`` the (H, W) image in its native dtype, ``meta`` free metadata.
+    ``arrival`` is set by the engine: monotonic seconds when it was received.
+    """
+
+    index: int
+    timestamp: float
+    array: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+    arrival: float = 0.0
+
+
+@dataclass(slots=True)
+class Decomposition:
+    """Components of one frame, in the units of the input (ADU or counts).
+
+    ``slow + fast == raw`` holds to float precision; when per-lag components
+    are present, ``sum(components.values()) + residual == raw`` too.
+    """
+
+    index: int
+    timestamp: float
+    raw: np.ndarray
+    slow: np.ndarray
+    fast: np.ndarray
+    components: dict[int, np.ndarray] | None
+    residual: np.ndarray | None
+    model_version: int
+    warmup: bool
+    latency_ms: float = 0.0

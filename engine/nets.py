@@ -1,0 +1,60 @@
+"""The lag autoencoder: a small U-Net (skip connections at every level).
+
+A bottleneck without skips blurs fine structure away (DESIGN.md §1), so every
+level passes its features across to the decoder.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1),
+        nn.LeakyReLU(0.1, inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1),
+        nn.LeakyReLU(0.1, inplace=True),
+    )
+
+
+class LagUNet(nn.Module):
+    """Predicts a frame (1 channel) from ``in_channels`` past planes.
+
+    Works on any H, W: inputs are padded up to a multiple of 2**levels and the
+    output is cropped back.
+    """
+
+    def __init__(self, in_channels: int = 1, base: int = 16, levels: int = 2) -> None:
+        super().__init__()
+        self.levels = levels
+        widths = [base * 2**i for i in range(levels + 1)]
+        self.down = nn.ModuleList()
+        cin = in_channels
+        for w in widths[:-1]:
+            self.down.append(_block(cin, w))
+            cin = w
+        self.bottom = _block(widths[-2], widths[-1])
+        self.up = nn.ModuleList()
+        self.merge = nn.ModuleList()
+        for i in reversed(range(levels)):
+            self.up.append(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2))
+            self.merge.append(_block(2 * widths[i], widths[i]))
+        self.head = nn.Conv2d(widths[0], 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        m = 2**self.levels
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = F.avg_pool2d(x, 2)
+        x = self.bottom(x)
+        for up, merge, skip in zip(self.up, self.merge, reversed(skips)):
+            x = merge(torch.cat([up(x), skip], dim=1))
+        return self.head(x)[..., :h, :w]

@@ -1,0 +1,77 @@
+"""Preallocated ring of recent frames (and the residuals each cascade stage saw).
+
+Positions are stream positions: 0 for the first accepted frame, counting up.
+Everything lives in one tensor allocated once, on the compute device.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class Ring:
+    """Holds the last ``capacity`` positions of ``channels`` planes of (H, W) float32.
+
+    Channel 0 is the normalised frame; channel k > 0 is the residual that stage k
+    of the cascade takes as input. ``valid`` marks positions usable as training data
+    (a frame with NaN or Inf is kept for display but never trained on).
+    """
+
+    def __init__(self, capacity: int, channels: int, device: torch.device | str = "cpu") -> None:
+        if capacity < 2:
+            raise ValueError(f"ring capacity must be at least 2 frames, got {capacity}")
+        self.capacity = capacity
+        self.channels = channels
+        self.device = torch.device(device)
+        self.count = 0  # positions pushed so far
+        self.data: torch.Tensor | None = None
+        self.valid = torch.zeros(capacity, dtype=torch.bool, device=self.device)
+
+    @property
+    def shape(self) -> tuple[int, int] | None:
+        return None if self.data is None else (self.data.shape[-2], self.data.shape[-1])
+
+    def allocate(self, shape: tuple[int, int]) -> None:
+        """Allocate storage for frames of ``shape`` (H, W); done once, before the first push."""
+        self.data = torch.zeros((self.channels, self.capacity, *shape), dtype=torch.float32, device=self.device)
+
+    def push(self, frame: torch.Tensor, valid: bool = True) -> int:
+        """Copy a normalised frame into the next slot; return its stream position."""
+        assert self.data is not None, "allocate() before push()"
+        pos = self.count
+        slot = pos % self.capacity
+        self.data[0, slot].copy_(frame)
+        self.valid[slot] = valid
+        self.count += 1
+        return pos
+
+    def oldest(self) -> int:
+        """Oldest position still held."""
+        return max(0, self.count - self.capacity)
+
+    def holds(self, pos: int) -> bool:
+        return self.oldest() <= pos < self.count
+
+    def slots(self, positions: torch.Tensor) -> torch.Tensor:
+        return torch.remainder(positions, self.capacity)
+
+    def plane(self, channel: int, pos: int) -> torch.Tensor:
+        """A view of one stored plane (H, W)."""
+        assert self.data is not None and self.holds(pos), f"position {pos} not in ring"
+        return self.data[channel, pos % self.capacity]
+
+    def gather(self, channel: int, positions: torch.Tensor) -> torch.Tensor:
+        """Planes at ``positions`` (any shape P) -> (*P, H, W)."""
+        assert self.data is not None
+        flat = self.slots(positions.reshape(-1).to(self.device))
+        out = self.data[channel].index_select(0, flat)
+        return out.reshape(*positions.shape, *out.shape[-2:])
+
+    def write(self, channel: int, pos: int, plane: torch.Tensor) -> None:
+        assert self.data is not None and self.holds(pos)
+        self.data[channel, pos % self.capacity].copy_(plane)
+
+    def running_median(self, pos: int, window: int) -> torch.Tensor:
+        """Causal temporal median of channel 0 over the ``window`` positions ending at ``pos``."""
+        first = max(self.oldest(), pos - window + 1)
+        positions = torch.arange(first, pos + 1)
+        return self.gather(0, positions).median(dim=0).values

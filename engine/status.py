@@ -1,0 +1,105 @@
+"""Run state and the frozen status snapshot the monitor reads (never the live objects)."""
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class RunState(enum.Enum):
+    IDLE = "idle"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+class FinishReason(enum.Enum):
+    SOURCE_ENDED = "source ended"
+    MAX_FRAMES = "max frames reached"
+    STOPPED = "stopped by user"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Preview:
+    """Small copies of the latest frame's raw, slow and fast images (for the monitor)."""
+
+    index: int
+    raw: np.ndarray
+    slow: np.ndarray
+    fast: np.ndarray
+
+
+@dataclass(frozen=True)
+class Status:
+    state: RunState
+    reason: FinishReason | None
+    source: str
+    device: str
+    lags: tuple[int, ...]
+    elapsed_s: float
+    received: int
+    processed: int
+    rejected: int
+    dropped: int
+    gaps: int
+    nonfinite: int
+    queue_depth: int
+    queue_capacity: int
+    in_rate_hz: float
+    out_rate_hz: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    train_steps: int
+    train_rate_hz: float
+    train_skipped: int
+    loss: tuple[float, ...]
+    model_version: int
+    warmup: bool
+    last_index: int | None
+    error: str | None
+    preview: Preview | None = None
+    adapter: dict[str, int] = field(default_factory=dict)
+
+
+class RateMeter:
+    """Events per second over the last ``window_s`` seconds."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self.times: deque[float] = deque()
+
+    def add(self, t: float, n: int = 1) -> None:
+        for _ in range(n):
+            self.times.append(t)
+        self._trim(t)
+
+    def _trim(self, now: float) -> None:
+        while self.times and now - self.times[0] > self.window_s:
+            self.times.popleft()
+
+    def rate(self, now: float) -> float:
+        self._trim(now)
+        if len(self.times) < 2:
+            return 0.0
+        span = max(now - self.times[0], 1e-9)
+        return (len(self.times) - 1) / span if span > 0 else 0.0
+
+
+class LatencyStats:
+    """Percentiles of the last ``n`` latencies, in milliseconds."""
+
+    def __init__(self, n: int = 1024) -> None:
+        self.values: deque[float] = deque(maxlen=n)
+
+    def add(self, ms: float) -> None:
+        self.values.append(ms)
+
+    def percentile(self, q: float) -> float:
+        if not self.values:
+            return math.nan
+        return float(np.percentile(np.fromiter(self.values, float), q))

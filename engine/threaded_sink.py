@@ -1,0 +1,86 @@
+"""Runs a sink on its own thread behind a bounded queue.
+
+Delivery is lossless: when the queue is full the caller waits (back-pressure),
+so a slow disk slows the worker rather than losing rows. An error in the sink is
+kept and raised on the caller's next call, naming the sink.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any
+
+from .contracts import RunInfo, Sink, check_sink
+
+_STOP = object()
+
+
+class SinkFailed(RuntimeError):
+    pass
+
+
+class ThreadedSink:
+    def __init__(self, sink: Sink, maxsize: int = 64, name: str | None = None) -> None:
+        self.sink = check_sink(sink)
+        self.name = name or type(sink).__name__
+        self._q: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
+        self._thread.start()
+
+    def __getattr__(self, item: str) -> Any:
+        # Optional hooks (train_log, update_counters) are forwarded only if the sink has them.
+        target = getattr(self.sink, item)
+        if not callable(target):
+            return target
+        return lambda *a, **kw: self._put((item, a, kw))
+
+    def _run(self) -> None:
+        while True:
+            msg = self._q.get()
+            if msg is _STOP:
+                return
+            if self._error is not None:
+                continue  # keep draining so the producer never blocks on a dead sink
+            name, args, kwargs = msg
+            try:
+                getattr(self.sink, name)(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - reported to the producer
+                self._error = exc
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise SinkFailed(f"sink {self.name} failed: {self._error}") from self._error
+
+    def _put(self, msg: Any) -> None:
+        self._check()
+        while True:
+            try:
+                self._q.put(msg, timeout=0.5)
+                return
+            except queue.Full:
+                self._check()
+                if not self._thread.is_alive():
+                    raise SinkFailed(f"sink {self.name} stopped") from None
+
+    @property
+    def depth(self) -> int:
+        return self._q.qsize()
+
+    def setup(self, info: RunInfo) -> None:
+        self._put(("setup", (info,), {}))
+
+    def append(self, result) -> None:
+        self._put(("append", (result,), {}))
+
+    def skip(self, first_index: int, count: int, reason: str) -> None:
+        self._put(("skip", (first_index, count, reason), {}))
+
+    def close(self) -> None:
+        """Write everything queued, then close the sink (always, even after an error)."""
+        try:
+            self._q.put(_STOP)
+            self._thread.join()
+        finally:
+            self.sink.close()
+        self._check()

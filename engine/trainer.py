@@ -1,0 +1,140 @@
+"""Online fine-tuning of the cascade from the ring (DESIGN.md §1-2).
+
+Each stage trains against the residual left by the longer lags, with gradients
+stopped at the earlier stages (their outputs are stored in the ring, detached).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+from .cascade import Cascade
+from .config import TrainConfig
+
+_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "l1": F.l1_loss,
+    "mse": F.mse_loss,
+    "huber": F.smooth_l1_loss,
+}
+
+
+@dataclass
+class StepResult:
+    """One training step: its number (the new model version) and the loss of each lag
+    (NaN for lags not trained in this step)."""
+
+    step: int
+    losses: list[float] = field(default_factory=list)
+
+
+class OnlineTrainer:
+    """Fine-tunes the cascade's networks on random crops of pairs from the ring.
+
+    ``after_frame(slack)`` is called by the worker once a frame's components are out;
+    ``slack()`` says whether time remains before the next frame (slack mode).
+    """
+
+    def __init__(self, cascade: Cascade, cfg: TrainConfig) -> None:
+        self.cascade = cascade
+        self.cfg = cfg
+        self.opts = [torch.optim.Adam(n.parameters(), lr=cfg.lr) for n in cascade.nets]
+        self.gen = torch.Generator().manual_seed(cascade.cfg.seed + 1)
+        self.version = 0  # steps completed; every output row records it
+        self.skipped = 0  # steps skipped for a non-finite loss or gradient
+        self.last_loss = [math.nan] * len(cascade.lags)
+        self._rotate = 0
+
+    def after_frame(self, slack: Callable[[], bool]) -> list[StepResult]:
+        """Train as the mode says; return the steps taken."""
+        cfg = self.cfg
+        if cfg.mode == "off":
+            return []
+        if cfg.mode == "fixed":
+            n_min, n_max = cfg.steps_per_frame, cfg.steps_per_frame
+        else:
+            n_min, n_max = cfg.min_steps_per_frame, cfg.max_steps_per_frame
+        done: list[StepResult] = []
+        while len(done) < n_max:
+            if len(done) >= n_min and not slack():
+                break
+            res = self.step()
+            if res is None:
+                break
+            done.append(res)
+        return done
+
+    def _stages_this_step(self) -> list[int]:
+        n = len(self.cascade.lags)
+        if self.cfg.stages_per_step == "all" or n == 1:
+            return list(range(n))
+        k = 1 + self._rotate % (n - 1)
+        self._rotate += 1
+        return [0, k]
+
+    def step(self) -> StepResult | None:
+        """One training step; None when the ring does not yet hold a training pair."""
+        c = self.cascade
+        if c.ring.count == 0 or c.ring.count - 1 < c.first_target(0):
+            return None
+        losses = [math.nan] * len(c.lags)
+        trained = False
+        for k in self._stages_this_step():
+            loss = self._train_stage(k)
+            if loss is not None:
+                losses[k] = loss
+                self.last_loss[k] = loss
+                trained = True
+        if not trained:
+            return None
+        self.version += 1
+        return StepResult(self.version, losses)
+
+    def _sample(self, stage: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        c, cfg = self.cascade, self.cfg
+        ring = c.ring
+        lo, hi = c.first_target(stage), ring.count - 1
+        if hi < lo:
+            return None
+        targets = torch.randint(lo, hi + 1, (cfg.batch,), generator=self.gen)
+        pos = c.input_positions(stage, targets)
+        ok = ring.valid[ring.slots(targets)].cpu() & ring.valid[ring.slots(pos)].all(dim=1).cpu()
+        if not bool(ok.any()):
+            return None
+        targets = targets[ok]
+        x = c.stage_inputs(stage, targets)
+        y = ring.gather(stage, targets).unsqueeze(1)
+        h, w = x.shape[-2:]
+        ch, cw = min(cfg.crop, h), min(cfg.crop, w)
+        ys = torch.randint(0, h - ch + 1, (len(targets),), generator=self.gen).tolist()
+        xs = torch.randint(0, w - cw + 1, (len(targets),), generator=self.gen).tolist()
+        xb = torch.stack([x[i, :, a : a + ch, b : b + cw] for i, (a, b) in enumerate(zip(ys, xs))])
+        yb = torch.stack([y[i, :, a : a + ch, b : b + cw] for i, (a, b) in enumerate(zip(ys, xs))])
+        return xb, yb
+
+    def _train_stage(self, stage: int) -> float | None:
+        batch = self._sample(stage)
+        if batch is None:
+            return None
+        xb, yb = batch
+        net, opt = self.cascade.nets[stage], self.opts[stage]
+        loss_fn = _LOSSES[self.cfg.slow_loss if stage == 0 else self.cfg.fast_loss]
+        net.train()
+        loss = loss_fn(net(xb), yb)
+        if not torch.isfinite(loss):
+            self.skipped += 1
+            opt.zero_grad(set_to_none=True)
+            return None
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(net.parameters(), self.cfg.grad_clip)
+        if not torch.isfinite(norm):
+            self.skipped += 1
+            opt.zero_grad(set_to_none=True)
+            return None
+        opt.step()
+        self.cascade.stage_steps[stage] += 1
+        return float(loss.detach())
