@@ -151,14 +151,14 @@ def make_scene(name: str, **kwargs) -> Scene:
 
 
 class ArrayStream:
-    """Plays a (T, H, W) array as a live stream: frames at ``fps`` (0: as fast as possible).
+    """Plays a (T, H, W) array (or anything indexable frame by frame) as a live stream: frames at ``fps`` (0: as fast as possible).
 
     ``sleep`` and ``clock`` are injected so tests never sleep for real.
     """
 
     def __init__(self, movie: np.ndarray, fps: float = 0.0, name: str = "array", first_index: int = 0,
                  sleep: Callable[[float], None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        if movie.ndim != 3:
+        if len(movie.shape) != 3:
             raise ValueError(f"{name}: expected a (T, H, W) stack, got shape {movie.shape}")
         self.movie = movie
         self.fps = fps
@@ -205,7 +205,7 @@ class ArrayStream:
                     return
             ts = wall0 + (i / self.fps if self.fps else self.clock() - t0)
             self.sent += 1
-            yield Frame(index=self.first_index + i, timestamp=ts, array=self.movie[i], meta={"source": self.name})
+            yield Frame(index=self.first_index + i, timestamp=ts, array=np.asarray(self.movie[i]), meta={"source": self.name})
 
 
 class SyntheticAdapter(ArrayStream):

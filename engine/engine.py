@@ -105,6 +105,11 @@ class Engine:
                 break
         return not worker.is_alive()
 
+    @property
+    def done(self) -> bool:
+        """True once the run has finished and every sink is closed."""
+        return bool(self._threads) and not self._threads[1].is_alive()
+
     def stop(self) -> None:
         """Ask the run to finish at the next safe point (between frames)."""
         if self._reason is None:
