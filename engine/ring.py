@@ -74,4 +74,15 @@ class Ring:
         """Causal temporal median of channel 0 over the ``window`` positions ending at ``pos``."""
         first = max(self.oldest(), pos - window + 1)
         positions = torch.arange(first, pos + 1)
-        return self.gather(0, positions).median(dim=0).values
+        return temporal_median(self.gather(0, positions))
+
+
+def temporal_median(stack: torch.Tensor) -> torch.Tensor:
+    """Median over dim 0, averaging the two middle values for an even count (as numpy does)."""
+    n = stack.shape[0]
+    if n == 1:
+        return stack[0]
+    ordered = stack.sort(dim=0).values
+    if n % 2:
+        return ordered[n // 2]
+    return 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])

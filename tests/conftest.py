@@ -1,0 +1,51 @@
+"""Shared fixtures: small fast engine configs and a guard against leaked threads."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from engine.config import ModelConfig, TrainConfig
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads():
+    """A test that leaves a thread running fails (sockets and writers must be closed)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 3.0
+    while True:
+        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not extra or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not extra, f"test leaked threads: {[t.name for t in extra]}"
+
+
+@pytest.fixture
+def small_model() -> ModelConfig:
+    return ModelConfig(lags=(4, 2, 1), base_channels=4, levels=1, device="cpu", seed=3)
+
+
+@pytest.fixture
+def fixed_train() -> TrainConfig:
+    return TrainConfig(mode="fixed", steps_per_frame=1, warmup_steps=5, batch=2, crop=16, history=16)
+
+
+@pytest.fixture
+def noise_stack() -> np.ndarray:
+    """A small uint16 stack: static pattern plus a moving spot plus shot noise."""
+    rng = np.random.default_rng(7)
+    t, h, w = 30, 24, 32
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = 50 + 20 * np.sin(xx / 5.0) + 10 * np.cos(yy / 4.0)
+    movie = np.empty((t, h, w), np.uint16)
+    for i in range(t):
+        spot = 80 * np.exp(-((yy - 12) ** 2 + (xx - (i % w)) ** 2) / 3.0)
+        movie[i] = rng.poisson(base + spot)
+    return movie

@@ -1,0 +1,41 @@
+"""Helpers the tests share: running the real engine, an in-memory sink."""
+from __future__ import annotations
+
+from engine.config import ModelConfig, OutputConfig, RuntimeConfig, TrainConfig
+
+
+def run_engine(adapter, model: ModelConfig, train: TrainConfig, path=None, components=False,
+               runtime: RuntimeConfig | None = None, sinks=()):
+    """Run the real engine (with the HDF5 sink when ``path`` is given) and return (status, cascade)."""
+    from engine.cascade import Cascade
+    from engine.engine import Engine
+    from engine.hdf5_sink import HDF5Sink
+    from engine.threaded_sink import ThreadedSink
+    from engine.trainer import OnlineTrainer
+
+    cascade = Cascade(model, train.history, train.warmup_steps)
+    trainer = OnlineTrainer(cascade, train)
+    all_sinks = list(sinks)
+    if path is not None:
+        all_sinks.insert(0, ThreadedSink(HDF5Sink(path, OutputConfig(path=str(path), components=components)), maxsize=8))
+    engine = Engine(adapter, cascade, trainer, all_sinks, runtime=runtime or RuntimeConfig(), components=components)
+    return engine.run(), cascade
+
+
+class ListSink:
+    """Keeps every result in memory (for tests)."""
+
+    def __init__(self) -> None:
+        self.results, self.skips, self.info, self.closed = [], [], None, False
+
+    def setup(self, info):
+        self.info = info
+
+    def append(self, r):
+        self.results.append(r)
+
+    def skip(self, first_index, count, reason):
+        self.skips.append((first_index, count, reason))
+
+    def close(self):
+        self.closed = True

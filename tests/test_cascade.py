@@ -1,0 +1,115 @@
+"""The method's invariants: exact reconstruction, warm-up flags, greedy cascade, preallocated ring."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from adapters.synthetic import ArrayStream
+from engine.cascade import Cascade
+from engine.config import ModelConfig, TrainConfig
+from engine.ring import Ring
+from engine.trainer import OnlineTrainer
+
+from tests.support import ListSink, run_engine
+
+
+def test_slow_plus_fast_and_components_plus_residual_reconstruct_every_frame(noise_stack, small_model, fixed_train):
+    sink = ListSink()
+    status, _ = run_engine(ArrayStream(noise_stack), small_model, fixed_train, components=True, sinks=[sink])
+    assert status.processed == len(noise_stack) == len(sink.results)
+    for r, frame in zip(sink.results, noise_stack):
+        raw = frame.astype(np.float32)
+        np.testing.assert_allclose(r.slow + r.fast, raw, rtol=0, atol=1e-3)
+        assert set(r.components) == {4, 2, 1}
+        np.testing.assert_allclose(sum(r.components.values()) + r.residual, raw, rtol=0, atol=1e-3)
+        assert r.components[4] is r.slow or np.array_equal(r.components[4], r.slow)
+
+
+def test_warmup_frames_are_flagged_until_ring_and_training_are_ready(noise_stack, small_model, fixed_train):
+    sink = ListSink()
+    run_engine(ArrayStream(noise_stack), small_model, fixed_train, sinks=[sink])
+    warm = [r.warmup for r in sink.results]
+    # needs lag 4 + 1 frames in the ring, then 5 training steps (1 per frame)
+    assert all(warm[:5]) and not any(warm[12:])
+    first_net = warm.index(False)
+    assert sink.results[first_net].model_version >= fixed_train.warmup_steps
+    versions = [r.model_version for r in sink.results]
+    assert versions == sorted(versions) and versions[-1] > versions[0]
+
+
+def test_warmup_slow_is_the_causal_running_median():
+    movie = np.random.default_rng(0).poisson(30, (6, 8, 8)).astype(np.float32)
+    cfg = ModelConfig(lags=(4,), base_channels=4, levels=1, warmup_median=3)
+    c = Cascade(cfg, history=4, warmup_steps=10)
+    for t in range(6):
+        out = c.infer(torch.from_numpy(movie[t]))
+        slow, fast, _, _ = c.to_adu(out, movie[t], False)
+        expected = np.median(movie[max(0, t - 2) : t + 1], axis=0)
+        np.testing.assert_allclose(slow, expected, atol=1e-3)
+        assert out.warmup
+
+
+def test_shorter_lag_training_never_changes_the_slow_network(noise_stack):
+    cfg = ModelConfig(lags=(4, 2), base_channels=4, levels=1)
+    c = Cascade(cfg, history=8, warmup_steps=0)
+    tr = OnlineTrainer(c, TrainConfig(mode="fixed", batch=2, crop=16, history=8))
+    for frame in noise_stack[:12]:
+        c.infer(torch.from_numpy(frame.astype(np.float32)))
+    before = [p.detach().clone() for p in c.nets[0].parameters()]
+    loss = tr._train_stage(1)
+    assert loss is not None and np.isfinite(loss)
+    for a, b in zip(before, c.nets[0].parameters()):
+        assert torch.equal(a, b)
+    assert c.stage_steps == [0, 1]
+
+
+def test_ring_is_allocated_once_and_wraps():
+    ring = Ring(capacity=5, channels=2)
+    ring.allocate((4, 6))
+    ptr = ring.data.data_ptr()
+    for i in range(12):
+        ring.push(torch.full((4, 6), float(i)))
+    assert ring.data.data_ptr() == ptr
+    assert ring.count == 12 and ring.oldest() == 7
+    got = ring.gather(0, torch.tensor([7, 11]))
+    assert got[0, 0, 0] == 7 and got[1, 0, 0] == 11
+    assert not ring.holds(6) and ring.holds(11)
+
+
+def test_nonfinite_frame_is_emitted_and_not_trained_on(noise_stack, small_model, fixed_train):
+    movie = noise_stack.astype(np.float32)
+    movie[10, 3, 3] = np.nan
+    movie[11, :, :] = np.inf
+    sink = ListSink()
+    status, cascade = run_engine(ArrayStream(movie), small_model, fixed_train, sinks=[sink])
+    assert status.processed == len(movie) and status.nonfinite == 2
+    assert np.isfinite(sink.results[12].slow).all()  # later frames unaffected
+    assert np.isnan(sink.results[10].fast[3, 3])
+    assert all(torch.isfinite(p).all() for net in cascade.nets for p in net.parameters())
+
+
+def test_diverging_step_is_skipped_and_counted(noise_stack, small_model):
+    c = Cascade(small_model, history=8, warmup_steps=0)
+    tr = OnlineTrainer(c, TrainConfig(mode="fixed", batch=2, crop=16, history=8))
+    for frame in noise_stack[:10]:
+        c.infer(torch.from_numpy(frame.astype(np.float32)))
+    c.ring.data.fill_(float("inf"))  # poison the training data behind the validity flags
+    before = [p.detach().clone() for p in c.nets[0].parameters()]
+    assert tr.step() is None
+    assert tr.skipped >= 1
+    for a, b in zip(before, c.nets[0].parameters()):
+        assert torch.equal(a, b)
+
+
+def test_weights_round_trip_and_mismatch_is_refused(tmp_path, small_model):
+    c = Cascade(small_model, history=4, warmup_steps=0)
+    path = tmp_path / "w.pt"
+    c.save(str(path))
+    c2 = Cascade(small_model, history=4, warmup_steps=0)
+    c2.load(str(path))
+    for a, b in zip(c.nets[0].parameters(), c2.nets[0].parameters()):
+        assert torch.equal(a, b)
+    other = ModelConfig(lags=(8, 1), base_channels=4, levels=1)
+    with pytest.raises(ValueError, match="lags"):
+        Cascade(other, history=4, warmup_steps=0).load(str(path))
