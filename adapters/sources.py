@@ -39,8 +39,9 @@ class ReplaySource(Settings):
     """Play up to (not including) this frame; None plays to the end."""
 
 
-SourceConfig = Annotated[Union[SyntheticSource, ReplaySource], Field(discriminator="kind")]
-SOURCE_KINDS = ("synthetic", "replay")
+SOURCE_MODELS: tuple[type[Settings], ...] = (SyntheticSource, ReplaySource)
+SourceConfig = Annotated[Union[SOURCE_MODELS], Field(discriminator="kind")]  # type: ignore[valid-type]
+SOURCE_KINDS = tuple(m.model_fields["kind"].default for m in SOURCE_MODELS)
 
 
 def build_adapter(cfg: Settings) -> Adapter:

@@ -94,7 +94,7 @@ class RuntimeConfig(Settings):
 
 class OutputConfig(Settings):
     path: str | None = "out/lagsplit.h5"
-    """HDF5 file to write; None writes no file."""
+    """HDF5 file to write; an empty string writes no file."""
     dtype: Literal["float32", "float16"] = "float32"
     """Storage type of the components."""
     raw: bool = True

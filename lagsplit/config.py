@@ -119,3 +119,54 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except ValidationError as exc:
         lines = [_describe_error(e) for e in exc.errors()]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def _section(name: str, model: type[Settings], values: dict, commented: bool = False) -> list[str]:
+    lines = [("# " if commented else "") + f"[{name}]"]
+    for field, info in model.model_fields.items():
+        doc = (info.description or "").strip().replace("\n", " ")
+        doc = " ".join(doc.split())
+        if doc:
+            lines.append(f"# {doc}")
+        if field in values:
+            value = values[field]
+        elif info.is_required():
+            lines.append(f"# {field} = ...  (required)")
+            continue
+        else:
+            value = info.get_default(call_default_factory=True)
+        if value is None:
+            lines.append(f"# {field} = ...  (unset by default)")
+            continue
+        lines.append(("# " if commented else "") + f"{field} = {_toml_value(value)}")
+    return lines
+
+
+def render_default_toml() -> str:
+    """configs/default.toml: every setting with its default and its meaning (generated; see tools/)."""
+    from adapters import sources
+
+    cfg = Config().model_dump(mode="json")
+    out = [
+        "# lagsplit: every setting, its default and what it does.",
+        "# Generated from the config models by `python tools/gen_default_config.py`; do not edit by hand.",
+        "# Precedence: defaults < this file < LAGSPLIT_<SECTION>__<FIELD> environment < --set section.field=value.",
+        "",
+    ]
+    out += _section("source", sources.SyntheticSource, cfg["source"])
+    for kind_model in sources.SOURCE_MODELS[1:]:
+        out += ["", f"# --- or source.kind = \"{kind_model.model_fields['kind'].default}\":"]
+        out += _section("source", kind_model, {"kind": kind_model.model_fields["kind"].default}, commented=True)
+    for name in ("model", "train", "engine", "output", "monitor"):
+        out += [""] + _section(name, type(getattr(Config(), name)), cfg[name])
+    return "\n".join(out) + "\n"

@@ -65,7 +65,7 @@ def _datasets(f: h5py.File) -> list[str]:
 def print_summary(path: str | Path, console: Console | None = None, show_config: bool = True) -> dict:
     s = summarize(path)
     c = console or Console()
-    t = Table(title=f"{s['path']}", show_header=False, title_justify="left")
+    t = Table(title=f"{s['path']}", show_header=False, title_justify="left", box=None)
     t.add_column(style="bold cyan")
     t.add_column()
     t.add_row("source", s["source"])

@@ -1,6 +1,7 @@
 """Shared fixtures: small fast engine configs and a guard against leaked threads."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -11,6 +12,7 @@ import torch
 from engine.config import ModelConfig, TrainConfig
 
 torch.set_num_threads(2)
+os.environ["COLUMNS"] = "250"  # rich consoles are built at import: keep CLI output on one line per fact
 
 
 @pytest.fixture(autouse=True)
