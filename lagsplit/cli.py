@@ -136,6 +136,122 @@ def replay(
 
 
 @app.command()
+def watch(
+    folder: Annotated[Path, typer.Argument(help="Folder the acquisition software writes one image file per frame into.")],
+    out_path: OutOpt = None,
+    poll: Annotated[Optional[bool], typer.Option("--poll/--inotify", help="Poll the folder (network shares) instead of inotify events.")] = None,
+    idle_timeout: Annotated[Optional[float], typer.Option("--idle-timeout", help="End after this many seconds without a new file.")] = None,
+    end_marker: Annotated[Optional[str], typer.Option("--end-marker", help="End when a file of this name appears (e.g. END).")] = None,
+    glob: Annotated[Optional[str], typer.Option("--glob", help="File names to take, e.g. '*.tif' (default '*.tif*').")] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    dry_run: DryRun = False,
+) -> None:
+    """Follow a folder of image files as they are written, in frame-number order."""
+    extra = ["source.kind=watch", f"source.path={_quote(str(folder))}"]
+    for key, value in (("poll", poll), ("idle_timeout_s", idle_timeout), ("end_marker", end_marker), ("glob", glob)):
+        if value is not None:
+            extra.append(f"source.{key}={_quote(value) if isinstance(value, str) else str(value).lower()}")
+    if out_path:
+        extra.append(f"output.path={_quote(str(out_path))}")
+    cfg = _load(config, sets, extra=extra)
+    if dry_run:
+        _dry(cfg)
+    _run(cfg)
+
+
+@app.command()
+def attach(
+    endpoint: Annotated[str, typer.Argument(help="ZeroMQ endpoint: tcp://HOST:PORT (connect) or tcp://*:PORT (bind).")],
+    out_path: OutOpt = None,
+    sub: Annotated[Optional[bool], typer.Option("--sub/--pull", help="SUB socket for a PUB sender (default: PULL, lossless).")] = None,
+    bind: Annotated[Optional[bool], typer.Option("--bind/--connect", help="Bind or connect (default: bind tcp://*:PORT, else connect).")] = None,
+    idle_timeout: Annotated[Optional[float], typer.Option("--idle-timeout", help="End after this many seconds without a message.")] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    dry_run: DryRun = False,
+) -> None:
+    """Receive frames over ZeroMQ (wire protocol v1) until the sender's end message."""
+    extra = ["source.kind=zmq", f"source.endpoint={_quote(endpoint)}"]
+    if sub is not None:
+        extra.append(f"source.socket={'sub' if sub else 'pull'}")
+    if bind is not None:
+        extra.append(f"source.bind={str(bind).lower()}")
+    if idle_timeout is not None:
+        extra.append(f"source.idle_timeout_s={idle_timeout}")
+    if out_path:
+        extra.append(f"output.path={_quote(str(out_path))}")
+    cfg = _load(config, sets, extra=extra)
+    if dry_run:
+        _dry(cfg)
+    _run(cfg)
+
+
+@app.command()
+def publish(
+    stack: Annotated[str, typer.Argument(help="TIFF / OME-TIFF stack, .npy, or FILE.h5:/dataset.")],
+    endpoint: Annotated[str, typer.Argument(help="Where to send: tcp://*:PORT (bind; tcp://127.0.0.1:* picks a free port).")],
+    fps: Annotated[float, typer.Option(help="Frames per second; 0 = as fast as the receiver takes them.")] = 10.0,
+    pub: Annotated[bool, typer.Option("--pub/--push", help="PUB (broadcast to SUB receivers) instead of PUSH (lossless).")] = False,
+    bind: Annotated[Optional[bool], typer.Option("--bind/--connect", help="Bind (default) or connect to a receiver that binds.")] = None,
+    series: Annotated[Optional[str], typer.Option(help="Series name sent in every message.")] = None,
+    start: Annotated[int, typer.Option(help="First frame of the stack to send.")] = 0,
+    stop: Annotated[Optional[int], typer.Option(help="Send up to (not including) this frame.")] = None,
+    wait: Annotated[Optional[float], typer.Option("--wait", help="Seconds to wait for a receiver (default: until Ctrl-C).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be sent and exit.")] = False,
+) -> None:
+    """Replay a recorded stack over ZeroMQ at a camera rate: a stand-in microscope for `lagsplit attach`."""
+    import signal
+    import threading
+
+    from adapters.publish import Publisher, publish_stack
+    from adapters.stacks import StackError, open_stack
+    from adapters.zmq_source import EndpointError, check_endpoint, wants_bind
+
+    try:
+        check_endpoint(endpoint)
+        frames, desc = open_stack(stack)
+        shape, dtype, n = frames.shape, frames.dtype, len(frames)
+        getattr(frames, "close", lambda: None)()
+    except (StackError, EndpointError) as exc:
+        _fail(str(exc))
+    if fps < 0:
+        _fail(f"--fps must be >= 0, got {fps:g}")
+    kind = "pub" if pub else "push"
+    if dry_run:
+        import json
+
+        out.print_json(json.dumps({"stack": desc, "frames": n, "shape": list(shape[1:]), "dtype": str(dtype),
+                                   "endpoint": endpoint, "socket": kind, "bind": wants_bind(endpoint, bind, True),
+                                   "fps": fps, "series": series, "start": start, "stop": stop}))
+        raise typer.Exit(0)
+    try:
+        publisher = Publisher(endpoint, socket=kind, bind=bind, series=series)
+    except (EndpointError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(f"[bold]lagsplit publish[/] {desc} -> {publisher.endpoint} ({publisher.describe()}), "
+                  f"series {publisher.series!r}, {f'{fps:g} fps' if fps else 'as fast as possible'}",
+                  soft_wrap=True, highlight=False)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda *_: publisher.stop())
+    try:
+        report = publish_stack(stack, publisher, fps=fps, start=start, stop=stop, wait_s=wait)
+    except KeyboardInterrupt:
+        publisher.stop()
+        _fail("interrupted", code=130)
+    except TimeoutError as exc:
+        _fail(str(exc), code=1)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        publisher.close()
+    rate = report.frames / report.seconds if report.seconds > 0 else 0.0
+    console.print(f"sent {report.frames} frame(s) in {report.seconds:.2f} s ({rate:.1f} fps), {report.late} late"
+                  + (" (stopped)" if report.stopped else ""), soft_wrap=True, highlight=False)
+
+
+@app.command()
 def inspect(
     file: Annotated[Path, typer.Argument(help="HDF5 file written by lagsplit.")],
     no_config: Annotated[bool, typer.Option("--no-config", help="Do not print the config.")] = False,
@@ -162,5 +278,17 @@ def main() -> None:
         sys.exit(130)
 
 
-if __name__ == "__main__":
-    main()
+
+@bench_app.command("speed")
+def bench_speed(
+    sizes: Annotated[str, typer.Option(help="Frame sides in pixels, comma-separated.")] = "128,512",
+    frames: Annotated[int, typer.Option(help="Frames per end-to-end run.")] = 120,
+    repeat: Annotated[int, typer.Option(help="Repeats of each per-frame measurement.")] = 15,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default).")] = 0,
+    write: Annotated[bool, typer.Option("--write/--no-write", help="Update BENCHMARKS.md.")] = True,
+) -> None:
+    """Inference, training and end-to-end throughput on this machine; written to BENCHMARKS.md."""
+    from .speed import run_speed
+
+    text = run_speed([int(s) for s in sizes.split(",")], frames, repeat, threads, write)
+    out.print(text, soft_wrap=True)

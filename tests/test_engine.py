@@ -180,7 +180,7 @@ def test_killed_run_leaves_a_file_readable_up_to_the_last_flush(tmp_path, noise_
     stack = tmp_path / "stack.npy"
     np.save(stack, np.concatenate([noise_stack] * 10))
     out = tmp_path / "killed.h5"
-    cmd = [sys.executable, "-m", "lagsplit.cli", "replay", str(stack), "--out", str(out), "--fps", "30",
+    cmd = [sys.executable, "-m", "lagsplit", "replay", str(stack), "--out", str(out), "--fps", "30",
            "--set", "model.lags=[4,2,1]", "--set", "model.base_channels=4", "--set", "model.levels=1",
            "--set", "train.mode=fixed", "--set", "output.flush_every=5", "--set", "monitor.mode=off"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED="1"))

@@ -1,0 +1,4 @@
+"""``python -m lagsplit`` is the ``lagsplit`` command."""
+from .cli import main
+
+main()
