@@ -1,0 +1,28 @@
+"""The CUDA path (run on purpose on a machine with a GPU: pytest -m gpu)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from adapters.synthetic import ArrayStream
+from engine.config import ModelConfig, TrainConfig
+from tests.support import ListSink, run_engine
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+def test_auto_device_runs_the_whole_cascade_on_cuda(noise_stack):
+    model = ModelConfig(lags=(4, 2, 1), base_channels=8, levels=2, device="auto")
+    train = TrainConfig(mode="fixed", steps_per_frame=2, warmup_steps=5, batch=4, crop=16, history=16)
+    sink = ListSink()
+    status, cascade = run_engine(ArrayStream(noise_stack), model, train, components=True, sinks=[sink])
+    assert status.device.startswith("cuda") and cascade.ring.data.is_cuda
+    assert all(p.is_cuda for p in cascade.nets[0].parameters())
+    assert status.processed == len(noise_stack) and status.train_steps > 0
+    for r, frame in zip(sink.results, noise_stack):
+        np.testing.assert_allclose(r.slow + r.fast, frame.astype(np.float32), atol=1e-3)
+        np.testing.assert_allclose(sum(r.components.values()) + r.residual, frame.astype(np.float32), atol=1e-2)
