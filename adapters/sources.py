@@ -49,7 +49,8 @@ class WatchSource(Settings):
     frame_pattern: str | None = None
     """Regular expression finding the frame number in a file name (group 'frame' or the
     first group). None: the number after a t/time tag (00017_t0017.tif,
-    img_..._time000000017_z000.tif), else the last number in the name."""
+    img_..._time000000017_z000.tif), the frame of img_000000017_DAPI_000.tif, else
+    the last number in the name."""
     poll: bool = False
     """Poll the folder instead of inotify events (network shares: SMB, NFS)."""
     poll_interval_s: float = Field(0.5, gt=0, le=60)

@@ -18,7 +18,8 @@ Frame numbers: ``frame_pattern`` is a regular expression searched in the file
 name whose group ``frame`` (or first group) is the number. Without one, the
 number after a ``t`` / ``time`` tag is used (``00017_t0017.tif`` from
 pymmcore-plus, ``img_channel000_position000_time000000017_z000.tif`` from
-Micro-Manager), else the last number in the name (``frame_0017.tif``).
+Micro-Manager 2), then the first number of Micro-Manager 1.4's
+``img_000000017_DAPI_000.tif``, else the last number in the name (``frame_0017.tif``).
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from engine.frame import Frame
 log = logging.getLogger("lagsplit.watch")
 
 _TIME_TAG = re.compile(r"(?:^|[^A-Za-z0-9])(?:t|time|T|Time|TIME)(\d+)(?=\D|$)")
+_MM14 = re.compile(r"^img_(\d+)_")  # Micro-Manager 1.4 separate files: img_<frame>_<channel>_<z>.tif
 _LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
 
 
@@ -60,7 +62,7 @@ def frame_number(name: str, pattern: re.Pattern[str] | None = None) -> int | Non
         text = m.group("frame") if "frame" in pattern.groupindex else (m.group(1) if pattern.groups else m.group(0))
         return int(text) if text and text.isdigit() else None
     stem = _stem(name)
-    m = _TIME_TAG.search(stem) or _LAST_NUMBER.search(stem)
+    m = _TIME_TAG.search(stem) or _MM14.search(stem) or _LAST_NUMBER.search(stem)
     return int(m.group(1)) if m else None
 
 

@@ -63,7 +63,8 @@ def _take(adapter: WatchAdapter, n: int | None = None, timeout_s: float = 10.0) 
 @pytest.mark.parametrize(("name", "number"), [
     ("00017_t0017.tif", 17),                                   # pymmcore-plus ImageSequenceWriter
     ("run-00003_t0012.tif", 12),                               # ... with a prefix: the t index
-    ("img_channel000_position000_time000000017_z000.tif", 17),  # Micro-Manager image sequence
+    ("img_channel000_position000_time000000017_z000.tif", 17),  # Micro-Manager 2 separate files
+    ("img_000000017_DAPI_000.tif", 17),                         # Micro-Manager 1.4 separate files
     ("frame_0042.tiff", 42),
     ("cam1_2024-05-01_0099.ome.tif", 99),
     ("notes.tif", None),

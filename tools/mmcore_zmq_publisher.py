@@ -92,6 +92,7 @@ def simulated_core(movie: np.ndarray, label: str = "Camera"):
     core.loadPyDevice(label, MovieCamera(movie))
     core.initializeDevice(label)
     core.setCameraDevice(label)
+    core.setAutoShutter(False)  # there is no shutter to open and close around each snap
     return core
 
 
