@@ -54,8 +54,15 @@ def test_watch_follows_the_folder_pymmcore_plus_writes_during_its_acquisition(tm
     folder = tmp_path / "acq"
     writer = ImageSequenceWriter(folder, overwrite=True)
     folder.mkdir()  # lagsplit may start before the acquisition creates it
-    core.mda.events.sequenceFinished.connect(lambda *_: (folder / "END").touch())
-    acq = core.run_mda(_sequence(), output=writer)  # runs on its own thread, as in a GUI
+
+    def acquire():  # on its own thread, as in a GUI
+        core.mda.run(_sequence(), output=writer)
+        # run() returns once the writer (on a relay thread of its own) has saved every frame;
+        # the sequenceFinished signal can come before the last file is written
+        (folder / "END").touch()
+
+    acq = threading.Thread(target=acquire)
+    acq.start()
     out = tmp_path / "watch.h5"
     try:
         res = CliRunner().invoke(app, ["watch", str(folder), "--out", str(out), "--end-marker", "END",

@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait", type=float, default=60.0, help="seconds to wait for a receiver")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("pymmcore-plus").setLevel(logging.WARNING)  # not a line per event
 
     import useq
 
