@@ -134,7 +134,7 @@ class Engine:
                 device=str(self.cascade.device),
                 lags=self.cascade.lags,
                 elapsed_s=now - self._t0 if self._t0 else 0.0,
-                received=counts["received"],
+                received=max(counts["received"], adapter_counts.get("received", 0)),
                 processed=counts["processed"],
                 rejected=counts["rejected"] + adapter_counts.get("rejected", 0),
                 dropped=counts["dropped"],

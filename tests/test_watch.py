@@ -252,6 +252,7 @@ def test_bad_files_are_skipped_counted_and_logged_and_nothing_else_is_lost(tmp_p
         assert {GAP_REASONS[r] for r in f["gaps/reason"][:]} == {"missing"}
         c = read_counters(f)
     assert (c["received"], c["processed"], c["rejected"], c["dropped"], c["gaps"]) == (26, 22, 4, 0, 4)
+    assert "22 frames processed, 26 received, 4 rejected, 0 dropped, 4 gaps" in res.output
     for i in bad:
         assert f"skipped {name(i).name}" in res.output, i
     assert "still unreadable 0.6 s after it last changed" in res.output

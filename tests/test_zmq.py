@@ -147,6 +147,7 @@ def test_bad_messages_are_rejected_counted_logged_and_a_frame_jump_is_a_gap(ctx,
         t.join()
         sock.close(linger=0)
     assert status.state.value == "finished" and status.rejected == 6
+    assert status.received == len(sent) + 6  # what the monitor shows: the adapter saw them all
     assert adapter.counters() == {"received": len(sent) + 6, "rejected": 6}
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(f["frames/index"][:], sent)
