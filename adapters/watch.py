@@ -110,6 +110,7 @@ class WatchAdapter:
                  poll: bool = False, poll_interval_s: float = 0.5, settle_s: float = 0.25,
                  give_up_s: float = 5.0, reorder_s: float = 1.0, idle_timeout_s: float | None = None,
                  end_marker: str | None = None, existing: bool = True, tick_s: float = 0.02,
+                 max_ready: int = 64,
                  clock: Callable[[], float] = time.monotonic,
                  reader: Callable[[str], np.ndarray] = read_image,
                  observer_factory: Callable[[], object] | None = None) -> None:
@@ -124,7 +125,7 @@ class WatchAdapter:
         self.poll, self.poll_interval_s = poll, poll_interval_s
         self.settle_s, self.give_up_s, self.reorder_s = settle_s, give_up_s, reorder_s
         self.idle_timeout_s, self.end_marker, self.existing = idle_timeout_s, end_marker, existing
-        self.tick_s = tick_s
+        self.tick_s, self.max_ready = tick_s, max(1, max_ready)
         self.clock, self.reader = clock, reader
         self._observer_factory = observer_factory
         self._observer = None
@@ -164,18 +165,32 @@ class WatchAdapter:
                 if not event.is_directory:
                     events.put((event.event_type, os.fsdecode(event.src_path), os.fsdecode(event.dest_path or "")))
 
+        from watchdog.observers.polling import PollingObserver
+
         if self._observer_factory is not None:
             obs = self._observer_factory()
         elif self.poll:
-            from watchdog.observers.polling import PollingObserver
-
             obs = PollingObserver(timeout=self.poll_interval_s)
         else:
             from watchdog.observers import Observer
 
             obs = Observer(timeout=0.1)
-        obs.schedule(_Handler(), str(self.folder), recursive=False)
-        obs.start()
+        try:
+            obs.schedule(_Handler(), str(self.folder), recursive=False)
+            obs.start()
+        except OSError as exc:  # e.g. the inotify watch limit: polling still works
+            if self.poll or self._observer_factory is not None:
+                raise
+            log.warning("cannot follow %s with inotify (%s): polling every %g s instead",
+                        self.folder, exc, self.poll_interval_s)
+            try:
+                obs.stop()  # releases the inotify reader thread it made
+            except Exception:  # noqa: BLE001
+                pass
+            self.poll = True
+            obs = PollingObserver(timeout=self.poll_interval_s)
+            obs.schedule(_Handler(), str(self.folder), recursive=False)
+            obs.start()
         self._observer = obs
         log.info("watching %s", self.describe())
 
@@ -273,6 +288,8 @@ class WatchAdapter:
     # ---- completion ---------------------------------------------------------------------------
     def _check_pending(self, now: float) -> None:
         for p in sorted(self._pending.values(), key=lambda q: q.number):
+            if len(self._ready) >= self.max_ready and p.number > max(self._ready):
+                break  # read ahead no further than max_ready frames (memory), lowest numbers first
             try:
                 st = os.stat(p.path)
             except FileNotFoundError:
@@ -280,8 +297,14 @@ class WatchAdapter:
                 continue
             sig = (st.st_size, st.st_mtime_ns)
             if sig != p.sig:
-                p.sig, p.changed = sig, now
-                self._last_activity = now
+                if p.sig is None:
+                    # first look: a file already untouched for settle_s (by its mtime) need not wait again
+                    age = min(max(0.0, time.time() - st.st_mtime), self.settle_s)
+                    p.changed = now - age
+                else:
+                    p.changed = now
+                    self._last_activity = now
+                p.sig = sig
             if not (p.closed or now - p.changed >= self.settle_s) or now < p.next_try:
                 continue
             try:

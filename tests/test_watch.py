@@ -276,3 +276,45 @@ def test_a_duplicate_or_late_frame_number_is_rejected_by_name(tmp_path, caplog):
     msg = " ".join(r.getMessage() for r in caplog.records)
     assert "frame number 1 was already taken from another file" in msg
     assert "a_1.tif" in msg or "b_1.tif" in msg
+
+
+def test_a_full_folder_is_read_ahead_only_a_few_frames_at_a_time(tmp_path):
+    movie = _movie(40, shape=(8, 8))
+    for i in range(40):
+        tifffile.imwrite(tmp_path / f"f_{i:03}.tif", movie[i])
+    held = []
+
+    def reader(path):
+        held.append(len(adapter._ready))
+        return read_image(path)
+
+    adapter = WatchAdapter(tmp_path, idle_timeout_s=0.3, reader=reader, max_ready=4, **QUICK)
+    frames = _take(adapter)
+    assert [f.index for f in frames] == list(range(40))
+    assert max(held) < 4  # never more than max_ready frames in memory waiting to go out
+
+
+def test_when_inotify_cannot_start_the_folder_is_polled(tmp_path, monkeypatch, caplog):
+    import watchdog.observers
+
+    class Broken(watchdog.observers.Observer):
+        def schedule(self, *a, **kw):
+            raise OSError(28, "inotify watch limit reached")
+
+    monkeypatch.setattr(watchdog.observers, "Observer", Broken)
+    movie = _movie(3)
+    adapter = WatchAdapter(tmp_path, end_marker="END", poll_interval_s=0.05, **QUICK)
+
+    def writer():
+        time.sleep(0.1)
+        for i in range(3):
+            tifffile.imwrite(tmp_path / f"f{i}.tif", movie[i])
+        (tmp_path / "END").touch()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    with caplog.at_level(logging.WARNING, logger="lagsplit.watch"):
+        frames = _take(adapter)
+    t.join()
+    assert [f.index for f in frames] == [0, 1, 2]
+    assert "inotify watch limit reached" in caplog.text and "polling every 0.05 s instead" in caplog.text
