@@ -212,10 +212,8 @@ class WatchAdapter:
                 self._done.update(e.path for e in it)
         else:
             self._scan(now)
-            numbers = [p.number for p in self._pending.values()]
-            if numbers:
-                self._next = min(numbers)
-                log.info("%d file(s) already in %s, taken first", len(numbers), self.folder)
+            if self._pending:
+                log.info("%d file(s) already in %s, taken first", len(self._pending), self.folder)
         while not self._stop.is_set():
             self._drain_events()
             now = self.clock()
