@@ -123,7 +123,7 @@ def test_stop_while_waiting_for_a_receiver_returns_promptly(ctx, tmp_path, noise
     pub.stop()
     t.join(2.0)
     pub.close()
-    assert not t.is_alive() and time.monotonic() - t0 < 0.5
+    assert not t.is_alive() and time.monotonic() - t0 < 1.5
     assert result["r"].stopped and result["r"].frames == 0
 
 
@@ -131,7 +131,7 @@ def test_pub_waits_for_a_subscriber_and_gives_up_after_its_timeout(ctx):
     pub = Publisher("tcp://127.0.0.1:*", socket="pub", context=ctx, poll_s=0.02)
     t0 = time.monotonic()
     assert pub.wait_ready(0.2) is False
-    assert 0.2 <= time.monotonic() - t0 < 1.0
+    assert 0.2 <= time.monotonic() - t0 < 3.0
     with pytest.raises(TimeoutError, match="no receiver on tcp://127.0.0.1:"):
         pub.start((4, 4), np.uint16, timeout_s=0.05)
     sub = ctx.socket(zmq.SUB)

@@ -85,7 +85,7 @@ def test_existing_files_come_first_then_new_ones_in_frame_number_order(tmp_path)
     movie = _movie(12)
     for i in (2, 0, 1):
         tifffile.imwrite(tmp_path / f"frame_{i:04}.tif", movie[i])
-    adapter = WatchAdapter(tmp_path, end_marker="END", **QUICK)
+    adapter = WatchAdapter(tmp_path, end_marker="END", **{**QUICK, "reorder_s": 2.0})
 
     def writer():
         time.sleep(0.2)
@@ -113,7 +113,7 @@ def test_a_missing_frame_becomes_a_gap_after_the_reorder_wait(tmp_path):
     frames = _take(adapter)
     assert [f.index for f in frames] == [0, 1, 3, 4]
     assert adapter.finish_reason == "no new file for 0.8 s"
-    assert time.monotonic() - t0 < 3.0
+    assert time.monotonic() - t0 < 10.0  # ends by itself, generous for a loaded machine
 
 
 def test_a_file_written_in_two_steps_is_taken_once_complete(tmp_path):
@@ -121,10 +121,15 @@ def test_a_file_written_in_two_steps_is_taken_once_complete(tmp_path):
     data = _tiff_bytes(movie[1], tmp_path)
     tifffile.imwrite(tmp_path / "f0.tif", movie[0])
     tries = []
+    half_tried = threading.Event()
 
     def reader(path):
         tries.append(os.path.basename(path))
-        return read_image(path)
+        try:
+            return read_image(path)
+        except Exception:
+            half_tried.set()
+            raise
 
     adapter = WatchAdapter(tmp_path, end_marker="END", reader=reader, **QUICK)
 
@@ -132,7 +137,7 @@ def test_a_file_written_in_two_steps_is_taken_once_complete(tmp_path):
         with open(tmp_path / "f1.tif", "wb") as fh:
             fh.write(data[: len(data) // 2])
             fh.flush()
-            time.sleep(0.3)  # longer than settle_s: the half file is read, fails, is retried
+            half_tried.wait(5)  # the half file settles, is read, fails; then it is completed
             fh.write(data[len(data) // 2:])
         tifffile.imwrite(tmp_path / "f2.tif", movie[2])
         (tmp_path / "END").touch()
@@ -182,7 +187,7 @@ def test_stop_ends_a_quiet_watch_promptly(tmp_path):
     adapter.stop()
     th.join(2)
     adapter.close()
-    assert not th.is_alive() and time.monotonic() - t0 < 0.5
+    assert not th.is_alive() and time.monotonic() - t0 < 1.5
 
 
 def test_a_missing_folder_is_a_clear_error(tmp_path):

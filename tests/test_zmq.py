@@ -173,7 +173,7 @@ def test_stop_ends_a_silent_stream_promptly(ctx):
     t0 = time.monotonic()
     adapter.stop()
     t.join(2.0)
-    assert not t.is_alive() and time.monotonic() - t0 < 0.5 and got == []
+    assert not t.is_alive() and time.monotonic() - t0 < 1.5 and got == []
     adapter.close()
     sock.close(linger=0)
 
@@ -183,7 +183,7 @@ def test_idle_timeout_ends_the_stream(ctx):
     assert adapter.bind and adapter.endpoint.startswith("tcp://127.0.0.1:") and not adapter.endpoint.endswith("*")
     t0 = time.monotonic()
     assert list(adapter) == []
-    assert 0.2 <= time.monotonic() - t0 < 1.0
+    assert 0.2 <= time.monotonic() - t0 < 3.0
     adapter.close()
 
 
