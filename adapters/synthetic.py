@@ -142,7 +142,9 @@ SCENES: dict[str, Callable[..., Scene]] = {"filaments": filaments_scene}
 
 
 def make_scene(name: str, **kwargs) -> Scene:
-    """Build a registered scene by name (see ``SCENES``)."""
+    """Build a registered scene by name (see ``SCENES``; adapters.scenes registers the benchmark's)."""
+    from . import scenes as _scenes  # noqa: F401 - registers the benchmark scenes
+
     try:
         factory = SCENES[name]
     except KeyError:

@@ -156,6 +156,12 @@ class Cascade:
         residual = rawf - sum(comps.values())
         return slow, fast, comps, residual
 
+    def restart_stream(self) -> None:
+        """Forget the frames held (a new stream, or another pass over a stack); weights,
+        normaliser and training counts stay. The ring's storage is kept, not reallocated."""
+        self.ring.count = 0
+        self.ring.valid.zero_()
+
     # ---- weights ----------------------------------------------------------------------------
     def state(self) -> dict:
         return {

@@ -292,3 +292,85 @@ def bench_speed(
 
     text = run_speed([int(s) for s in sizes.split(",")], frames, repeat, threads, write)
     out.print(text, soft_wrap=True)
+
+
+@bench_app.command("quality")
+def bench_quality(
+    quick: Annotated[bool, typer.Option("--quick", help="One small scene, one setting per baseline (for tests).")] = False,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the per-scene figures.")] = Path("out/bench"),
+    scenes: Annotated[Optional[list[str]], typer.Option("--scenes", help="Scenes to run (repeatable or comma-separated; default: all).")] = None,
+    steps: Annotated[int, typer.Option(help="lagsplit training steps per frame (fixed mode).")] = 1,
+    frames: Annotated[int, typer.Option(help="Frames per scene.")] = 300,
+    size: Annotated[int, typer.Option(help="Frame side in pixels.")] = 128,
+    seed: Annotated[int, typer.Option(help="Seed of the scene generators.")] = 1,
+    recordings: Annotated[bool, typer.Option("--recordings/--no-recordings", help="Also run the real recordings (no ground truth).")] = True,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Markdown file whose quality section is rewritten (default: BENCHMARKS.md; with --quick: OUT/BENCHMARKS.md).")] = None,
+    init: Annotated[Optional[Path], typer.Option("--init", help="Start lagsplit from these weights (lagsplit pretrain).")] = None,
+    sets: SetOpt = None,
+) -> None:
+    """Decomposition quality against ground truth: lagsplit vs running median, EMA, MOG2, incremental PCA and offline robust PCA."""
+    from .bench.command import bench_quality_command
+
+    names = [n for item in (scenes or []) for n in item.split(",") if n]
+    try:
+        bench_quality_command(quick=quick, out_dir=out_dir, scenes=names or None, steps=steps, frames=frames,
+                              size=size, seed=seed, recordings=recordings and not quick, report=report,
+                              init=str(init) if init else None, sets=sets or [], console=console, out=out)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def pretrain(
+    stack: Annotated[str, typer.Argument(help="Recorded stack to train on: TIFF / OME-TIFF, .npy, or FILE.h5:/dataset.")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write (.pt).")],
+    steps: Annotated[int, typer.Option(help="Training steps per frame.")] = 4,
+    passes: Annotated[int, typer.Option(help="Passes over the stack.")] = 1,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    dry_run: DryRun = False,
+) -> None:
+    """Train the lag networks on a recorded stack and save weights a live run starts from (--init)."""
+    from adapters.stacks import StackError
+
+    from .pretrain import pretrain as run_pretrain
+
+    cfg = _load(config, sets)
+    if dry_run:
+        _dry(cfg)
+    try:
+        res = run_pretrain(cfg, stack, out_path, steps=steps, passes=passes, log=console.print)
+    except (StackError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        _fail(str(exc))
+    out.print(f"wrote {res.path}: {res.steps} training steps on {res.frames} frames in {res.seconds:.1f} s")
+
+
+def _accept_init(*names: str) -> None:
+    """Give the named commands ``--init WEIGHTS``: shorthand for ``--set train.init=WEIGHTS``
+    (weights from ``lagsplit pretrain``). Added by wrapping, so the commands stay as written."""
+    import functools
+    import inspect
+
+    for info in app.registered_commands:
+        fn = info.callback
+        if fn is None or fn.__name__ not in names or getattr(fn, "_accepts_init", False):
+            continue
+        sig = inspect.signature(fn, eval_str=True)
+        if "sets" not in sig.parameters:
+            continue
+
+        @functools.wraps(fn)
+        def wrapper(*args, _fn=fn, init: Path | None = None, **kwargs):
+            if init is not None:
+                kwargs["sets"] = [f"train.init={_quote(str(init))}", *(kwargs.get("sets") or [])]
+            return _fn(*args, **kwargs)
+
+        param = inspect.Parameter("init", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=_InitOpt)
+        wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), param])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {**fn.__annotations__, "init": _InitOpt}
+        wrapper._accepts_init = True  # type: ignore[attr-defined]
+        info.callback = wrapper
+
+
+_InitOpt = Annotated[Optional[Path], typer.Option("--init", help="Start from these weights (lagsplit pretrain): same as --set train.init=PATH.")]
+_accept_init("run", "replay", "demo")

@@ -1,0 +1,301 @@
+"""The benchmark scenes: generated movies with known noise-free slow and fast parts.
+
+Each factory takes ``frames``, ``size`` and ``seed`` (and scene-specific knobs) and
+returns a :class:`~adapters.synthetic.Scene` in photon counts (plus a camera offset
+where the scene has one). ``slow`` is everything that persists (background,
+structures, illumination changes), ``fast`` the noise-free spots, ``spots`` their
+true (y, x) positions per frame. Importing this module registers every factory in
+``adapters.synthetic.SCENES``, so the demo and ``source.kind = "synthetic"`` configs
+can play any of them.
+
+| name | what it tests |
+| --- | --- |
+| filaments | static filaments, spots moving along them at 0.5-2 px/frame |
+| brownian | Brownian spots on a structured (cell-like) background |
+| bleaching | strong photobleaching: the background halves over the movie |
+| drift | a background that drifts and deforms slowly, spots crossing it fast |
+| dense | dense spots: a fifth of the field covered |
+| lowlight | a few photons per pixel, shot noise and camera read noise |
+| blinking | spots that blink in place |
+| step | a sudden illumination step two thirds into the movie |
+| jump | a sudden stage jump (the whole field shifts) two thirds into the movie |
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .synthetic import SCENES, Scene, blur, filaments_scene, random_curve, render_spots, smooth_background, splat
+
+SPOT_SIGMA = 1.2  # px, the spot size every scene renders (render_spots' default)
+# Each scene seeds its generator with (seed, its own number), so scenes differ from each other
+# for the same seed and stay reproducible.
+
+
+# ---- building blocks -------------------------------------------------------------------------
+def render_blobs(centres: np.ndarray, sigmas: np.ndarray, amps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Sum of Gaussian blobs of peak ``amps`` (photons) and width ``sigmas`` (px) at (y, x) ``centres``."""
+    img = np.zeros(shape, np.float64)
+    for (py, px), s, a in zip(centres, sigmas, amps):
+        r = int(np.ceil(3 * s))
+        cy, cx = int(round(py)), int(round(px))
+        y0, y1 = max(0, cy - r), min(shape[0], cy + r + 1)
+        x0, x1 = max(0, cx - r), min(shape[1], cx + r + 1)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        img[y0:y1, x0:x1] += a * np.exp(-((yy - py) ** 2 + (xx - px) ** 2) / (2 * s * s))
+    return img
+
+
+class CellField:
+    """A structured background: a smooth illumination, cell-like blobs and a few filaments,
+    drawn on a canvas ``margin`` px larger than the frame on every side so that it can be
+    shifted or warped and still fill the frame."""
+
+    def __init__(self, rng: np.random.Generator, size: int, level: float = 20.0, contrast: float = 1.0,
+                 n_blobs: int | None = None, n_filaments: int = 3, margin: int = 0) -> None:
+        self.size, self.margin = size, margin
+        full = size + 2 * margin
+        area = (full / 128) ** 2
+        n_blobs = n_blobs if n_blobs is not None else int(round(40 * area))
+        self.illum = smooth_background(rng, full, level)
+        self.centres = rng.uniform(0, full, (n_blobs, 2))
+        self.sigmas = rng.uniform(2.5, 8.0, n_blobs)
+        self.amps = level * contrast * rng.uniform(0.2, 0.8, n_blobs)
+        curves = [random_curve(rng, full) for _ in range(n_filaments)]
+        self.fil_pts = np.concatenate(curves) if curves else np.zeros((0, 2))
+        step = np.linalg.norm(np.diff(curves[0], axis=0), axis=1).mean() if curves else 1.0
+        self.fil_w = np.full(len(self.fil_pts), step)
+        self.fil_peak = 1.2 * level * contrast
+
+    def render(self, shift: tuple[float, float] = (0.0, 0.0), warp=None) -> np.ndarray:
+        """The (size, size) frame seen through a window moved by ``shift`` (y, x) px;
+        ``warp(points) -> points`` displaces structure points (blob centres, filament points)."""
+        full = self.size + 2 * self.margin
+        shape = (full, full)
+        centres, pts = self.centres, self.fil_pts
+        if warp is not None:
+            centres, pts = warp(centres), warp(pts)
+        img = self.illum + render_blobs(centres, self.sigmas, self.amps, shape)
+        if len(pts):
+            fil = blur(splat(pts, self.fil_w, shape), 1.0)
+            img = img + fil * (self.fil_peak / max(self._fil_norm(), 1e-9))
+        m = self.margin
+        oy, ox = m + shift[0], m + shift[1]
+        if oy == int(oy) and ox == int(ox):
+            return img[int(oy) : int(oy) + self.size, int(ox) : int(ox) + self.size]
+        return _bilinear_crop(img, oy, ox, self.size)
+
+    def _fil_norm(self) -> float:
+        if not hasattr(self, "_norm"):
+            full = self.size + 2 * self.margin
+            self._norm = float(blur(splat(self.fil_pts, self.fil_w, (full, full)), 1.0).max())
+        return self._norm
+
+
+def _bilinear_crop(img: np.ndarray, oy: float, ox: float, size: int) -> np.ndarray:
+    y0, x0 = int(np.floor(oy)), int(np.floor(ox))
+    fy, fx = oy - y0, ox - x0
+    a = img[y0 : y0 + size + 1, x0 : x0 + size + 1]
+    top = a[:-1, :-1] * (1 - fx) + a[:-1, 1:] * fx
+    bot = a[1:, :-1] * (1 - fx) + a[1:, 1:] * fx
+    return top * (1 - fy) + bot * fy
+
+
+class Walkers:
+    """Spots that move: Brownian (``step`` px per axis per frame) plus a persistent
+    velocity (``speed`` px/frame, direction turning by ``turn`` rad/frame); they reflect
+    at the borders."""
+
+    def __init__(self, rng: np.random.Generator, n: int, size: int, step: float | tuple[float, float] = 0.0,
+                 speed: tuple[float, float] = (0.0, 0.0), turn: float = 0.0) -> None:
+        self.rng, self.size = rng, size
+        self.pos = rng.uniform(0, size, (n, 2))
+        lo, hi = (step, step) if np.isscalar(step) else step
+        self.step = rng.uniform(lo, hi, n)
+        self.speed = rng.uniform(*speed, n)
+        self.angle = rng.uniform(0, 2 * np.pi, n)
+        self.turn = turn
+
+    def advance(self) -> np.ndarray:
+        n = len(self.pos)
+        self.angle += self.rng.normal(0, self.turn, n) if self.turn else 0.0
+        v = self.speed[:, None] * np.stack([np.sin(self.angle), np.cos(self.angle)], 1)
+        self.pos += v + self.rng.normal(0, 1, (n, 2)) * self.step[:, None]
+        hi = self.size - 1e-6
+        for _ in range(2):  # reflect, and turn the heading around with it
+            low, high = self.pos < 0, self.pos > hi
+            self.pos = np.where(low, -self.pos, self.pos)
+            self.pos = np.where(high, 2 * hi - self.pos, self.pos)
+            flip = (low | high).any(1)
+            self.angle[flip] += np.pi
+        return self.pos.copy()
+
+
+def _finish(name: str, slow: np.ndarray, fast: np.ndarray, spots: list[np.ndarray], rng: np.random.Generator,
+            notes: str, read_noise: float = 0.0, offset: float = 0.0, **meta) -> Scene:
+    """Shot noise (and read noise, camera offset) on slow + fast; uint16 counts like a camera."""
+    truth = slow + fast
+    movie = rng.poisson(np.maximum(truth, 0)).astype(np.float64)
+    if read_noise:
+        movie += rng.normal(0, read_noise, movie.shape)
+    movie = np.clip(np.round(movie + offset), 0, 65535).astype(np.uint16)
+    meta = {"spot_sigma": SPOT_SIGMA, "offset": offset, "read_noise": read_noise, **meta}
+    return Scene(name, movie, (slow + offset).astype(np.float32), fast.astype(np.float32), spots, notes=notes, meta=meta)
+
+
+def _spots_movie(walkers: Walkers, frames: int, size: int, amp: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    fast = np.empty((frames, size, size), np.float32)
+    spots = []
+    for t in range(frames):
+        pos = walkers.advance()
+        fast[t] = render_spots(pos, amp, (size, size), SPOT_SIGMA)
+        spots.append(pos)
+    return fast, spots
+
+
+# ---- the scenes ------------------------------------------------------------------------------
+def brownian_scene(frames: int = 300, size: int = 128, seed: int = 0, n_spots: int = 30,
+                   step: tuple[float, float] = (0.5, 1.5), level: float = 20.0, spot_peak: float = 50.0) -> Scene:
+    """Spots diffusing (``step`` px rms per axis per frame) on a structured background."""
+    rng = np.random.default_rng((seed, 1))
+    field = CellField(rng, size, level)
+    slow = np.broadcast_to(field.render(), (frames, size, size)).astype(np.float32)
+    amp = spot_peak * rng.uniform(0.7, 1.3, n_spots)
+    fast, spots = _spots_movie(Walkers(rng, n_spots, size, step=step), frames, size, amp)
+    return _finish("brownian", slow, fast, spots, rng, "Brownian spots (0.5-1.5 px/frame rms per axis) on cells")
+
+
+def bleaching_scene(frames: int = 300, size: int = 128, seed: int = 0, n_spots: int = 30, level: float = 30.0,
+                    spot_peak: float = 50.0) -> Scene:
+    """The background bleaches exponentially to half its brightness by the last frame;
+    the spots (fresh molecules) keep theirs."""
+    rng = np.random.default_rng((seed, 2))
+    field = CellField(rng, size, level)
+    decay = 0.5 ** (np.arange(frames) / max(frames - 1, 1))
+    slow = (field.render()[None] * decay[:, None, None]).astype(np.float32)
+    amp = spot_peak * rng.uniform(0.7, 1.3, n_spots)
+    fast, spots = _spots_movie(Walkers(rng, n_spots, size, step=(0.5, 1.2), speed=(0.0, 1.0), turn=0.3),
+                               frames, size, amp)
+    return _finish("bleaching", slow, fast, spots, rng, "background bleaches to half over the movie")
+
+
+def drift_scene(frames: int = 300, size: int = 128, seed: int = 0, n_spots: int = 30, level: float = 20.0,
+                spot_peak: float = 50.0, drift: float = 0.06, wobble: float = 3.0) -> Scene:
+    """The sample drifts (``drift`` px/frame) and deforms (a smooth wave of ``wobble`` px,
+    one period over the movie); spots cross it at 1-3 px/frame."""
+    rng = np.random.default_rng((seed, 3))
+    margin = int(np.ceil(drift * frames + wobble)) + 4
+    field = CellField(rng, size, level, margin=margin)
+    direction = rng.uniform(0, 2 * np.pi)
+    k = rng.uniform(2, 4) * 2 * np.pi / (size + 2 * margin)
+    phase = rng.uniform(0, 2 * np.pi)
+    slow = np.empty((frames, size, size), np.float32)
+    for t in range(frames):
+        a = np.sin(2 * np.pi * t / frames)
+
+        def warp(p, a=a):
+            d = wobble * a * np.sin(k * (p[:, 0] + p[:, 1]) + phase)
+            return p + np.stack([d, -d], 1) / np.sqrt(2)
+
+        shift = (drift * t * np.sin(direction), drift * t * np.cos(direction))
+        slow[t] = field.render(shift=shift, warp=warp)
+    amp = spot_peak * rng.uniform(0.7, 1.3, n_spots)
+    fast, spots = _spots_movie(Walkers(rng, n_spots, size, speed=(1.0, 3.0), turn=0.1), frames, size, amp)
+    return _finish("drift", slow, fast, spots, rng, f"background drifts {drift} px/frame and deforms by {wobble} px")
+
+
+def dense_scene(frames: int = 300, size: int = 128, seed: int = 0, coverage: float = 0.2, level: float = 20.0,
+                spot_peak: float = 50.0) -> Scene:
+    """So many spots that ``coverage`` of the field lies within 2 sigma of one."""
+    rng = np.random.default_rng((seed, 4))
+    field = CellField(rng, size, level)
+    slow = np.broadcast_to(field.render(), (frames, size, size)).astype(np.float32)
+    n = int(round(coverage * size * size / (np.pi * (2 * SPOT_SIGMA) ** 2)))
+    amp = spot_peak * rng.uniform(0.7, 1.3, n)
+    fast, spots = _spots_movie(Walkers(rng, n, size, step=(0.3, 1.0), speed=(0.5, 2.0), turn=0.3), frames, size, amp)
+    return _finish("dense", slow, fast, spots, rng, f"{n} spots: {coverage:.0%} of the field covered")
+
+
+def lowlight_scene(frames: int = 300, size: int = 128, seed: int = 0, n_spots: int = 30, level: float = 3.0,
+                   spot_peak: float = 8.0, read_noise: float = 1.5, offset: float = 100.0) -> Scene:
+    """A few photons per pixel: shot noise, Gaussian read noise (e- rms) and a camera offset (ADU)."""
+    rng = np.random.default_rng((seed, 5))
+    field = CellField(rng, size, level)
+    slow = np.broadcast_to(field.render(), (frames, size, size)).astype(np.float32)
+    amp = spot_peak * rng.uniform(0.7, 1.3, n_spots)
+    fast, spots = _spots_movie(Walkers(rng, n_spots, size, step=(0.5, 1.2), speed=(0.0, 1.0), turn=0.3),
+                               frames, size, amp)
+    return _finish("lowlight", slow, fast, spots, rng,
+                   f"~{level:g} photons/px background, spots {spot_peak:g} photons peak, read noise {read_noise} e-",
+                   read_noise=read_noise, offset=offset)
+
+
+def blinking_scene(frames: int = 300, size: int = 128, seed: int = 0, n_spots: int = 40, level: float = 20.0,
+                   spot_peak: float = 50.0) -> Scene:
+    """Spots fixed in place that switch on and off (a two-state Markov chain per spot,
+    on 15-40 % of the time, 2-6 frames per burst)."""
+    rng = np.random.default_rng((seed, 6))
+    field = CellField(rng, size, level)
+    slow = np.broadcast_to(field.render(), (frames, size, size)).astype(np.float32)
+    pos = rng.uniform(3, size - 3, (n_spots, 2))
+    amp = spot_peak * rng.uniform(0.7, 1.3, n_spots)
+    duty = rng.uniform(0.15, 0.4, n_spots)
+    p_off = 1.0 / rng.uniform(2, 6, n_spots)  # mean burst 2-6 frames
+    p_on = p_off * duty / (1 - duty)
+    on = rng.random(n_spots) < duty
+    fast = np.empty((frames, size, size), np.float32)
+    spots = []
+    for t in range(frames):
+        u = rng.random(n_spots)
+        on = np.where(on, u >= p_off, u < p_on)
+        fast[t] = render_spots(pos[on], amp[on], (size, size), SPOT_SIGMA)
+        spots.append(pos[on].copy())
+    return _finish("blinking", slow, fast, spots, rng, "spots fixed in place, on 15-40% of the time")
+
+
+def _change_scene(name: str, frames: int, size: int, seed: int, at: float, gain: float, jump: tuple[float, float],
+                  n_spots: int, level: float, spot_peak: float, notes: str) -> Scene:
+    rng = np.random.default_rng((seed, 7 if name == "step" else 8))
+    margin = int(np.ceil(max(abs(jump[0]), abs(jump[1])))) + 2
+    field = CellField(rng, size, level, n_filaments=5, margin=margin)
+    change = int(round(at * frames))
+    before, after = field.render(), field.render(shift=jump) * gain
+    slow = np.empty((frames, size, size), np.float32)
+    slow[:change], slow[change:] = before, after
+    amp = spot_peak * rng.uniform(0.7, 1.3, n_spots)
+    fast, spots = _spots_movie(Walkers(rng, n_spots, size, step=(0.3, 0.8), speed=(0.5, 2.0), turn=0.2),
+                               frames, size, amp)
+    return _finish(name, slow, fast, spots, rng, notes, change_at=change)
+
+
+def step_scene(frames: int = 300, size: int = 128, seed: int = 0, at: float = 2 / 3, gain: float = 1.6,
+               n_spots: int = 30, level: float = 20.0, spot_peak: float = 50.0) -> Scene:
+    """The illumination jumps by ``gain`` at ``at`` of the movie (a lamp or laser power change)."""
+    return _change_scene("step", frames, size, seed, at, gain, (0.0, 0.0), n_spots, level, spot_peak,
+                         f"illumination x{gain:g} at frame {int(round(at * frames))}")
+
+
+def jump_scene(frames: int = 300, size: int = 128, seed: int = 0, at: float = 2 / 3,
+               jump: tuple[float, float] = (6.0, -4.0), n_spots: int = 30, level: float = 20.0,
+               spot_peak: float = 50.0) -> Scene:
+    """The stage jumps by ``jump`` (y, x) px at ``at`` of the movie: every structure moves at once."""
+    return _change_scene("jump", frames, size, seed, at, 1.0, jump, n_spots, level, spot_peak,
+                         f"stage jump of {jump} px at frame {int(round(at * frames))}")
+
+
+BENCH_SCENES = {
+    "filaments": filaments_scene,
+    "brownian": brownian_scene,
+    "bleaching": bleaching_scene,
+    "drift": drift_scene,
+    "dense": dense_scene,
+    "lowlight": lowlight_scene,
+    "blinking": blinking_scene,
+    "step": step_scene,
+    "jump": jump_scene,
+}
+"""Every benchmark scene in the order of the table (filaments is the original demo scene)."""
+
+for _name, _factory in BENCH_SCENES.items():
+    SCENES.setdefault(_name, _factory)

@@ -1,0 +1,175 @@
+"""``lagsplit bench quality``: every scene through every method, scored against the truth.
+
+For each scene: lagsplit streamed through the engine (fixed steps per frame), each online
+baseline at each setting of its grid, and offline robust PCA. Frames before ``first``
+(a third of the movie) are warm-up for every method and are not scored.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from adapters.scenes import BENCH_SCENES, SPOT_SIGMA
+from adapters.synthetic import Scene, make_scene
+
+from ..figure import panel_figure
+from ..metrics import frame_errors, nrmse, recovery_frames
+from .baselines import OnlineMethod, RobustPCA, online_grid
+from .engine_method import bench_config, run_engine
+from .spots import spot_f1
+
+LAGSPLIT = "lagsplit"
+
+
+@dataclass
+class Score:
+    """One method at one setting on one scene."""
+
+    family: str
+    setting: str
+    slow: float  # NRMSE of slow against the true slow part
+    fast: float  # NRMSE of fast (raw - slow) against the noise-free fast part
+    f1: float  # best-threshold spot-detection F1 on fast
+    recovery: int | None = None  # frames to recover after the scene's sudden change
+    seconds: float = 0.0
+    online: bool = True
+
+
+@dataclass
+class FamilyResult:
+    """A method family on one scene: the best of its settings for each metric."""
+
+    family: str
+    slow: Score  # the setting with the best slow NRMSE (its fast NRMSE and recovery go with it)
+    f1: Score  # the setting with the best F1
+    online: bool
+    seconds: float
+
+    @property
+    def settings_note(self) -> str:
+        if self.slow.setting == self.f1.setting:
+            return self.slow.setting
+        return f"{self.slow.setting} (F1: {self.f1.setting})"
+
+
+@dataclass
+class SceneResult:
+    name: str
+    notes: str
+    frames: int
+    size: int
+    first: int
+    families: list[FamilyResult]
+    figure: Path | None = None
+    change_at: int | None = None
+
+    def get(self, family: str) -> FamilyResult:
+        return next(f for f in self.families if f.family == family)
+
+    def best_online(self, metric: str) -> FamilyResult:
+        """The online baseline family best at ``metric`` ('slow' or 'f1')."""
+        others = [f for f in self.families if f.online and f.family != LAGSPLIT]
+        if metric == "slow":
+            return min(others, key=lambda f: f.slow.slow)
+        return max(others, key=lambda f: f.f1.f1)
+
+
+@dataclass
+class QualityRun:
+    scenes: list[SceneResult]
+    steps: int
+    lagsplit_setting: str
+    seconds: float
+    command: str = ""
+    quick: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def score(slow_est: np.ndarray, scene: Scene, first: int, family: str, setting: str, seconds: float = 0.0,
+          online: bool = True) -> Score:
+    """Slow and fast NRMSE, spot F1 and (for a scene with a change) recovery frames, on frames ``first``.."""
+    raw = scene.movie.astype(np.float32)
+    fast_est = raw[first:] - slow_est[first:]
+    truth_slow = scene.slow[first:]
+    sigma = scene.meta.get("spot_sigma", SPOT_SIGMA)
+    det = spot_f1(fast_est, scene.spots[first:], sigma=sigma)
+    rec = None
+    change = scene.meta.get("change_at")
+    if change is not None and change > first:
+        errs = frame_errors(slow_est[first:], truth_slow)
+        rec = recovery_frames(errs, change - first)
+    return Score(family, setting, nrmse(slow_est[first:], truth_slow), nrmse(fast_est, scene.fast[first:]),
+                 det.f1, rec, seconds, online)
+
+
+def _family_results(scores: list[Score]) -> list[FamilyResult]:
+    fams: dict[str, list[Score]] = {}
+    for s in scores:
+        fams.setdefault(s.family, []).append(s)
+    return [FamilyResult(name, min(ss, key=lambda s: s.slow), max(ss, key=lambda s: s.f1), ss[0].online,
+                         sum(s.seconds for s in ss))
+            for name, ss in fams.items()]
+
+
+def lagsplit_overrides(frames: int, steps: int, extra: dict | None = None) -> dict:
+    """The engine settings the benchmark runs lagsplit with: fixed mode, ``steps`` per frame,
+    warm-up training short enough to end before the scored frames start."""
+    from .engine_method import _merged
+
+    first = frames // 3
+    warm = max(1, (first - 16) * steps)
+    return _merged({"train": {"mode": "fixed", "steps_per_frame": steps, "warmup_steps": min(warm, 100 * steps)}},
+                   extra or {})
+
+
+def run_scene(name: str, frames: int, size: int, seed: int, steps: int, grid: Sequence[OnlineMethod],
+              rpca: RobustPCA | None, out_dir: Path | None, overrides: dict | None = None, init: str | None = None,
+              log: Callable[[str], None] = lambda s: None) -> SceneResult:
+    scene = make_scene(name, frames=frames, size=size, seed=seed)
+    first = frames // 3
+    scores: list[Score] = []
+    cfg = bench_config(lagsplit_overrides(frames, steps, overrides), init=init)
+    run = run_engine(scene.movie, cfg)
+    setting = f"{steps} step(s)/frame"
+    scores.append(score(run.slow, scene, first, LAGSPLIT, setting, run.seconds))
+    log(f"  {name}: lagsplit {scores[-1].slow:.3f} / F1 {scores[-1].f1:.3f} ({run.seconds:.0f} s)")
+    for method in grid:
+        t0 = time.perf_counter()
+        slow = method.run(scene.movie)
+        scores.append(score(slow, scene, first, method.family, method.setting, time.perf_counter() - t0))
+    if rpca is not None:
+        t0 = time.perf_counter()
+        slow = rpca.run(scene.movie)
+        scores.append(score(slow, scene, first, rpca.family, rpca.setting, time.perf_counter() - t0, online=False))
+        log(f"  {name}: robust PCA {scores[-1].slow:.3f} / F1 {scores[-1].f1:.3f} ({scores[-1].seconds:.0f} s)")
+    fig = None
+    if out_dir is not None:
+        raw = scene.movie.astype(np.float32)
+        picks = sorted({first, (first + frames) // 2, frames - 1} | ({scene.meta["change_at"] + 2}
+                       if "change_at" in scene.meta else set()))
+        fig = panel_figure(raw, run.slow, raw - run.slow, Path(out_dir) / f"quality_{name}.png", frames=picks)
+    return SceneResult(name, scene.notes, frames, size, first, _family_results(scores), fig,
+                       scene.meta.get("change_at"))
+
+
+def run_quality(scenes: Sequence[str] | None = None, frames: int = 300, size: int = 128, seed: int = 1,
+                steps: int = 1, quick: bool = False, out_dir: Path | None = Path("out/bench"),
+                overrides: dict | None = None, init: str | None = None, rpca: bool = True,
+                log: Callable[[str], None] = print) -> QualityRun:
+    """Run the quality benchmark. ``quick``: one small scene, one setting per baseline."""
+    if quick:
+        scenes = scenes or ["filaments"]
+        frames, size = min(frames, 60), min(size, 48)
+    names = list(scenes or BENCH_SCENES)
+    grid = online_grid(quick)
+    robust = (RobustPCA(iterations=15) if quick else RobustPCA()) if rpca else None
+    t0 = time.perf_counter()
+    results = []
+    for name in names:
+        log(f"scene {name} ({frames} frames of {size}x{size})")
+        results.append(run_scene(name, frames, size, seed, steps, grid, robust, out_dir, overrides, init, log))
+    return QualityRun(results, steps, f"{steps} step(s)/frame", time.perf_counter() - t0, quick=quick)

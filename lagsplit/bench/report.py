@@ -1,0 +1,123 @@
+"""Markdown for BENCHMARKS.md: the quality section, rewritten in place between its markers
+so that sections other benchmarks write stay as they are."""
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from .quality import LAGSPLIT, QualityRun, SceneResult
+
+START, END = "<!-- quality:start -->", "<!-- quality:end -->"
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__} "
+            f"({torch.get_num_threads()} thread(s)), {platform.system()} {platform.release()}")
+
+
+def _f(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
+
+
+def verdict(res: SceneResult) -> str:
+    """Does lagsplit beat the best online baseline on this scene, metric by metric?"""
+    lag = res.get(LAGSPLIT)
+    bs, bf = res.best_online("slow"), res.best_online("f1")
+    lost = []
+    if lag.slow.slow >= bs.slow.slow:
+        lost.append(f"slow (best: {bs.family} {_f(bs.slow.slow)})")
+    if lag.f1.f1 <= bf.f1.f1:
+        lost.append(f"F1 (best: {bf.family} {_f(bf.f1.f1)})")
+    return "wins" if not lost else "**loses** " + ", ".join(lost)
+
+
+def quality_markdown(run: QualityRun, recordings: str = "") -> str:
+    lines = [START, "## Decomposition quality", ""]
+    cmd = run.command or "lagsplit bench quality"
+    lines += [f"Command: `{cmd}`  ", f"Machine: {machine()}  ",
+              f"Total time: {run.seconds / 60:.1f} min. lagsplit: the engine in fixed mode, "
+              f"{run.lagsplit_setting}, default model.", ""]
+    s0 = run.scenes[0]
+    lines += [f"Scenes of {s0.frames} frames of {s0.size}x{s0.size} px; the first {s0.first} frames are warm-up "
+              "for every method and not scored. slow / fast: NRMSE (RMSE over the standard deviation of the "
+              "truth; lower is better) of the slow part and of fast = raw - slow against the noise-free truth. "
+              "F1: spot detection on fast (LoG at the spot size, local maxima, matched one-to-one within 2 px; "
+              "each method at its own best threshold). Online baselines: best setting of their grid per metric "
+              "(the setting column names it). recovery: frames after the sudden change until the slow error is "
+              "within 10% of its level before it.", ""]
+    lines += ["| scene | method | setting | slow | fast | F1 | recovery | time (s) |",
+              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for res in run.scenes:
+        best_slow = min(f.slow.slow for f in res.families)
+        best_f1 = max(f.f1.f1 for f in res.families)
+        for fam in res.families:
+            slow = _f(fam.slow.slow)
+            f1 = _f(fam.f1.f1)
+            slow = f"**{slow}**" if fam.slow.slow == best_slow else slow
+            f1 = f"**{f1}**" if fam.f1.f1 == best_f1 else f1
+            rec = "-" if res.change_at is None else ("never" if fam.slow.recovery is None else str(fam.slow.recovery))
+            name = fam.family if fam.online else f"{fam.family} *"
+            lines.append(f"| {res.name} | {name} | {fam.settings_note} | {slow} | {_f(fam.slow.fast)} | {f1} | "
+                         f"{rec} | {fam.seconds:.1f} |")
+    lines += ["", "\\* offline, non-causal reference (sees the whole movie). Bold: best on the scene.", ""]
+    lines += ["### lagsplit against the baselines", "",
+              "| scene | lagsplit slow | best online slow | lagsplit F1 | best online F1 | verdict |",
+              "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for res in run.scenes:
+        lag = res.get(LAGSPLIT)
+        bs, bf = res.best_online("slow"), res.best_online("f1")
+        lines.append(f"| {res.name} | {_f(lag.slow.slow)} | {_f(bs.slow.slow)} ({bs.family}) | {_f(lag.f1.f1)} | "
+                     f"{_f(bf.f1.f1)} ({bf.family}) | {verdict(res)} |")
+    means = _means(run)
+    if means:
+        lines += ["", "Mean over the scenes: " + "; ".join(
+            f"{fam}: slow {_f(s)}, F1 {_f(f)}" for fam, (s, f) in means.items()), ""]
+    if run.extra.get("levers"):
+        lines += ["", run.extra["levers"].strip(), ""]
+    if recordings:
+        lines += ["", recordings.strip(), ""]
+    figs = [r.figure for r in run.scenes if r.figure is not None]
+    if figs:
+        lines += ["", "Figures (original | slow | fast | composite, lagsplit): " +
+                  ", ".join(f"`{Path(p).as_posix()}`" for p in figs), ""]
+    lines.append(END)
+    return "\n".join(lines) + "\n"
+
+
+def _means(run: QualityRun) -> dict[str, tuple[float, float]]:
+    fams = [f.family for f in run.scenes[0].families]
+    out = {}
+    for fam in fams:
+        try:
+            rows = [r.get(fam) for r in run.scenes]
+        except StopIteration:
+            continue
+        out[fam] = (float(np.mean([r.slow.slow for r in rows])), float(np.mean([r.f1.f1 for r in rows])))
+    return out
+
+
+def write_section(path: Path, section: str) -> Path:
+    """Replace the quality section of ``path`` (or append it); everything else stays."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        _, tail = rest.split(END, 1)
+        text = head + section.rstrip("\n") + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+    return path

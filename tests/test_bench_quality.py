@@ -1,0 +1,129 @@
+"""The quality benchmark's parts (detector, metrics, baselines, report) and
+`lagsplit bench quality --quick` end to end."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from adapters.synthetic import make_scene, render_spots
+from lagsplit.bench.baselines import MOG2, ExponentialAverage, IncrementalPCABackground, RobustPCA, RunningMedian
+from lagsplit.bench.report import END, START, write_section
+from lagsplit.bench.spots import spot_f1
+from lagsplit.cli import app
+from lagsplit.metrics import frame_errors, recovery_frames, slowness
+
+
+def _spot_movie(n_frames=6, size=40, seed=0):
+    rng = np.random.default_rng(seed)
+    grid = np.array([(y, x) for y in (8, 20, 32) for x in (10, 28)], float)  # 6 well-separated sites
+    truth = [grid + rng.uniform(-2, 2, grid.shape) for _ in range(n_frames)]
+    fast = np.stack([render_spots(p, 50.0, (size, size)) for p in truth]).astype(np.float32)
+    return fast, truth
+
+
+def test_f1_is_one_on_the_noise_free_spots_and_zero_when_they_are_missed():
+    fast, truth = _spot_movie()
+    assert spot_f1(fast, truth).f1 == pytest.approx(1.0)
+    moved = [p + 3.5 for p in truth]  # every detection 5 px away: nothing matches within 2 px
+    assert spot_f1(fast, moved).f1 < 0.2
+
+
+def test_f1_counts_false_positives_and_misses():
+    fast, truth = _spot_movie(seed=1)
+    half = [p[:3] for p in truth]  # truth has 3 spots, the image 6: precision 1/2 at best
+    s = spot_f1(fast, half)
+    assert s.recall == pytest.approx(1.0) and s.precision == pytest.approx(0.5, abs=0.05)
+    assert s.f1 == pytest.approx(2 / 3, abs=0.03)
+
+
+def test_recovery_counts_frames_until_the_error_is_back_within_ten_percent():
+    errs = np.r_[np.full(30, 0.2), [2.0, 1.5, 0.5, 0.219, 0.21, 0.2, 0.2, 0.2, 0.2, 0.2]]
+    assert recovery_frames(errs, 30) == 3
+    assert recovery_frames(np.r_[np.full(30, 0.2), np.full(10, 0.3)], 30) is None
+
+
+def test_frame_errors_and_slowness():
+    truth = np.zeros((3, 4, 4)); truth[:, 0, 0] = 4.0
+    est = truth + np.arange(3)[:, None, None]
+    assert np.allclose(frame_errors(est, truth), np.arange(3) / truth.std())
+    raw = np.random.default_rng(0).normal(size=(10, 8, 8))
+    assert slowness(np.zeros_like(raw), raw) == 0.0
+    assert slowness(raw, raw) == pytest.approx(1.0)
+
+
+def test_online_baselines_are_causal():
+    """A baseline's estimate for frame t must not change when later frames change."""
+    s = make_scene("brownian", frames=24, size=32, seed=0)
+    other = s.movie.copy()
+    other[12:] = other[12:][::-1]
+    for m1, m2 in [(RunningMedian(8), RunningMedian(8)), (RunningMedian(8, 1.0), RunningMedian(8, 1.0)),
+                   (ExponentialAverage(0.1), ExponentialAverage(0.1)), (MOG2(20), MOG2(20)),
+                   (IncrementalPCABackground(2, 4), IncrementalPCABackground(2, 4))]:
+        a, b = m1.run(s.movie), m2.run(other)
+        assert a.shape == s.movie.shape
+        assert np.allclose(a[:12], b[:12]), m1.family
+        assert not np.allclose(a[12:], b[12:]), m1.family
+
+
+def test_baselines_recover_a_static_background():
+    s = make_scene("brownian", frames=40, size=32, seed=0)
+    raw_err = np.sqrt(np.mean((s.movie[20:] - s.slow[20:]) ** 2))
+    for m in (RunningMedian(16, 1.0), MOG2(50), IncrementalPCABackground(1, 5)):
+        err = np.sqrt(np.mean((m.run(s.movie)[20:] - s.slow[20:]) ** 2))
+        assert err < 0.8 * raw_err, m.family
+    low = RobustPCA(iterations=15).run(s.movie)
+    assert np.sqrt(np.mean((low[20:] - s.slow[20:]) ** 2)) < 0.6 * raw_err
+
+
+def test_report_rewrites_only_its_own_section(tmp_path):
+    p = tmp_path / "BENCHMARKS.md"
+    p.write_text(f"# Benchmarks\n\n## Speed\nfast\n\n{START}\nold\n{END}\n\n## Other\nkept\n")
+    write_section(p, f"{START}\nnew table\n{END}\n")
+    text = p.read_text()
+    assert "new table" in text and "old" not in text
+    assert "## Speed\nfast" in text and "## Other\nkept" in text
+    q = tmp_path / "fresh.md"
+    write_section(q, f"{START}\nx\n{END}\n")
+    assert q.read_text().startswith("# Benchmarks") and START in q.read_text()
+
+
+def test_bench_quality_quick_writes_the_table_and_a_figure(tmp_path):
+    out = tmp_path / "bench"
+    res = CliRunner().invoke(app, ["bench", "quality", "--quick", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    report = (out / "BENCHMARKS.md").read_text()
+    assert START in report and END in report
+    rows = [line for line in report.splitlines() if line.startswith("| filaments |")]
+    methods = {r.split("|")[2].strip() for r in rows}
+    assert {"lagsplit", "running median", "running median + blur", "exponential average", "OpenCV MOG2",
+            "incremental PCA", "robust PCA (offline) *"} <= methods
+    lag = next(r for r in rows if r.split("|")[2].strip() == "lagsplit")
+    slow, fast, f1 = (float(lag.split("|")[i].strip().strip("*")) for i in (4, 5, 6))
+    assert 0 < slow < 5 and 0 < fast < 5 and 0 <= f1 <= 1
+    assert "step(s)/frame" in lag
+    png = out / "quality_filaments.png"
+    assert png.exists() and png.stat().st_size > 1000
+
+
+def test_bench_quality_refuses_an_unknown_scene(tmp_path):
+    res = CliRunner().invoke(app, ["bench", "quality", "--quick", "--out", str(tmp_path), "--scenes", "nope"])
+    assert res.exit_code == 2 and "unknown scene" in res.output
+
+
+@pytest.mark.slow
+def test_real_recordings_load_from_their_packages(tmp_path):
+    from lagsplit.bench.recordings import LOADERS, RecordingMissing, recordings_markdown, run_recording
+
+    shapes = {"2D_timelapse": (30, 511, 511), "openpiv_test5": (11, 1024, 1024)}
+    for name, loader in LOADERS.items():
+        try:
+            rec = loader()
+        except RecordingMissing as exc:
+            pytest.skip(str(exc))
+        if name in shapes:
+            assert rec.movie.shape == shapes[name]
+        assert rec.movie.ndim == 3 and len(rec.movie) >= 11
+    res = run_recording(LOADERS["openpiv_test5"](), tmp_path)
+    assert res.figure is not None and res.figure.exists()
+    assert "openpiv_test5" in recordings_markdown([res])

@@ -1,0 +1,88 @@
+"""The benchmark scenes: each is reproducible, has consistent ground truth, and plays
+through the synthetic adapter by name."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from adapters.scenes import BENCH_SCENES
+from adapters.synthetic import SCENES, SyntheticAdapter, make_scene
+
+SMALL = dict(frames=24, size=32)
+
+
+@pytest.mark.parametrize("name", list(BENCH_SCENES))
+def test_scene_is_reproducible_and_its_truth_adds_up(name):
+    a = make_scene(name, seed=3, **SMALL)
+    b = make_scene(name, seed=3, **SMALL)
+    assert np.array_equal(a.movie, b.movie)
+    assert a.movie.shape == a.slow.shape == a.fast.shape == (24, 32, 32)
+    assert len(a.spots) == 24 and all(p.shape[1:] == (2,) for p in a.spots)
+    # the noisy movie averages to the noise-free truth (shot noise has mean zero)
+    truth = a.slow.astype(np.float64) + a.fast
+    assert abs(a.movie.mean() - truth.mean()) < 0.05 * truth.mean() - a.meta.get("offset", 0) * 0.04
+    assert a.fast.min() >= 0 and a.slow.min() >= 0
+    for pos in a.spots:
+        assert ((pos >= 0) & (pos < 32)).all()
+
+
+def test_scenes_differ_from_each_other_for_the_same_seed():
+    a, b = make_scene("brownian", seed=0, **SMALL), make_scene("dense", seed=0, **SMALL)
+    assert not np.allclose(a.slow[0], b.slow[0])
+
+
+def test_bleaching_halves_the_background_and_keeps_the_spots():
+    s = make_scene("bleaching", seed=1, frames=50, size=32)
+    assert s.slow[-1].mean() / s.slow[0].mean() == pytest.approx(0.5, rel=1e-3)
+    assert s.fast[0].max() == pytest.approx(s.fast[-1].max(), rel=0.35)
+
+
+def test_dense_covers_a_fifth_of_the_field():
+    s = make_scene("dense", seed=1, frames=5, size=64)
+    yy, xx = np.mgrid[0:64, 0:64]
+    pos = s.spots[0]
+    d2 = (yy[..., None] - pos[:, 0]) ** 2 + (xx[..., None] - pos[:, 1]) ** 2
+    covered = (d2 <= (2 * 1.2) ** 2).any(-1)  # within 2 sigma of a spot centre
+    assert len(pos) * np.pi * (2 * 1.2) ** 2 == pytest.approx(0.2 * 64 * 64, rel=0.05)
+    assert 0.14 < covered.mean() < 0.22  # a fifth, less where spots overlap
+
+
+def test_blinking_spots_stay_in_place_and_switch():
+    s = make_scene("blinking", seed=2, frames=60, size=48)
+    seen = {tuple(np.round(p, 3)) for pos in s.spots for p in pos}
+    assert len(seen) <= 40  # only the fixed sites ever light up
+    counts = [len(p) for p in s.spots]
+    assert min(counts) < max(counts)
+
+
+@pytest.mark.parametrize("name", ["step", "jump"])
+def test_sudden_change_happens_once_at_the_stated_frame(name):
+    s = make_scene(name, seed=1, frames=30, size=32)
+    k = s.meta["change_at"]
+    assert k == 20
+    d = np.abs(np.diff(s.slow, axis=0)).max(axis=(1, 2))
+    assert d[k - 1] > 1.0 and np.all(np.delete(d, k - 1) == 0)
+
+
+def test_drift_moves_the_background_slowly():
+    s = make_scene("drift", seed=1, frames=40, size=48)
+    step = np.abs(np.diff(s.slow, axis=0)).mean()
+    total = np.abs(s.slow[-1] - s.slow[0]).mean()
+    assert 0 < step < 0.2 * total
+
+
+def test_lowlight_has_a_few_photons_over_the_camera_offset():
+    s = make_scene("lowlight", seed=1, frames=10, size=32)
+    assert s.meta["offset"] == 100.0
+    assert 1.0 < s.slow.mean() - 100.0 < 8.0
+    assert s.movie.dtype == np.uint16
+
+
+def test_every_scene_is_registered_for_the_synthetic_adapter():
+    make_scene("filaments", **SMALL)  # loads the registry
+    assert set(BENCH_SCENES) <= set(SCENES)
+    ad = SyntheticAdapter("jump", frames=12, size=16, seed=0)
+    frames = list(ad)
+    assert len(frames) == 12 and frames[0].array.shape == (16, 16)
+    with pytest.raises(ValueError, match="known:"):
+        make_scene("nope")
