@@ -133,6 +133,7 @@ class WatchAdapter:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._counts = {"received": 0, "rejected": 0}
+        self._lost: dict[int, str] = {}  # frame numbers skipped here, for the engine's gap records
         self._pending: dict[str, _Pending] = {}
         self._ready: dict[int, _Ready] = {}
         self._done: set[str] = set()
@@ -148,6 +149,12 @@ class WatchAdapter:
     def describe(self) -> str:
         how = f"polling every {self.poll_interval_s:g} s" if self.poll else "inotify"
         return f"watch {self.folder} ({self.glob}, {how})"
+
+    def lost(self) -> dict[int, str]:
+        """Frame numbers skipped since the last call (the engine records them as gaps of that reason)."""
+        with self._lock:
+            out, self._lost = self._lost, {}
+        return out
 
     def counters(self) -> dict[str, int]:
         """``received``: files taken in (read or skipped); ``rejected``: files skipped."""
@@ -359,13 +366,14 @@ class WatchAdapter:
             elif (arr.shape, arr.dtype) != self._series:
                 shape, dtype = self._series
                 self._reject(os.path.join(self.folder, r.name), None, f"{arr.shape[0]}x{arr.shape[1]} {arr.dtype} differs "
-                             f"from the series' {shape[0]}x{shape[1]} {dtype}", counted=True)
+                             f"from the series' {shape[0]}x{shape[1]} {dtype}", counted=True, lost=n)
                 continue
             yield Frame(index=n, timestamp=r.mtime, array=arr, meta={"file": r.name})
 
-    def _reject(self, path: str, number: int | None, why: str, counted: bool = False) -> None:
+    def _reject(self, path: str, number: int | None, why: str, counted: bool = False, lost: int | None = None) -> None:
         """Skip a file for good: count it (received and rejected) and log its name. ``number``:
-        its frame number when no other file supplies that frame."""
+        its frame number when no other file supplies that frame; ``lost``: a frame number that
+        is missing from the output because of this file."""
         self._pending.pop(path, None)
         self._done.add(path)
         if number is not None and number not in self._numbers:
@@ -374,6 +382,9 @@ class WatchAdapter:
             if not counted:
                 self._counts["received"] += 1
             self._counts["rejected"] += 1
+            missing = number if number is not None and number not in self._numbers else lost
+            if missing is not None:
+                self._lost[missing] = "rejected"
         log.warning("skipped %s: %s", os.path.basename(path), why)
 
 

@@ -30,7 +30,12 @@ MESSAGE_TYPES = ("start", "image", "end")
 
 
 class WireError(ValueError):
-    """A message that breaks the protocol; the text says what is wrong with it."""
+    """A message that breaks the protocol; the text says what is wrong with it. ``frame`` is
+    the frame number of a rejected image when its header names a valid one."""
+
+    def __init__(self, message: str, frame: int | None = None) -> None:
+        super().__init__(message)
+        self.frame = frame
 
 
 @dataclass(frozen=True)
@@ -211,20 +216,20 @@ class StreamDecoder:
         if not isinstance(frame, int) or isinstance(frame, bool) or frame < 0:
             raise WireError(f'"frame" must be a non-negative integer, got {frame!r}')
         if "shape" in h and parse_shape(h["shape"]) != cur.shape:
-            raise WireError(f"{label}: shape {list(h['shape'])} differs from the series' {list(cur.shape)}")
+            raise WireError(f"{label}: shape {list(h['shape'])} differs from the series' {list(cur.shape)}", frame=frame)
         if "dtype" in h and parse_dtype(h["dtype"]) != cur.dtype:
-            raise WireError(f"{label}: dtype {h['dtype']!r} differs from the series' {cur.dtype.str!r}")
+            raise WireError(f"{label}: dtype {h['dtype']!r} differs from the series' {cur.dtype.str!r}", frame=frame)
         t = h.get("t")
         if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t)):
-            raise WireError(f'{label}: "t" must be a number of seconds, got {t!r}')
+            raise WireError(f'{label}: "t" must be a number of seconds, got {t!r}', frame=frame)
         meta = h.get("meta") or {}
         if not isinstance(meta, dict):
-            raise WireError(f'{label}: "meta" must be a JSON object, got {type(meta).__name__}')
+            raise WireError(f'{label}: "meta" must be a JSON object, got {type(meta).__name__}', frame=frame)
         buf = _as_buffer(body)
         want = cur.shape[0] * cur.shape[1] * cur.dtype.itemsize
         if buf.nbytes != want:
             raise WireError(f"{label}: {buf.nbytes} bytes, expected {want} "
-                            f"({cur.shape[0]}x{cur.shape[1]} {cur.dtype.str})")
+                            f"({cur.shape[0]}x{cur.shape[1]} {cur.dtype.str})", frame=frame)
         if self.last_frame is not None and frame <= self.last_frame:
             raise WireError(f"{label} is not after frame {self.last_frame} (duplicate or out of order)")
         array = np.frombuffer(buf, dtype=cur.dtype).reshape(cur.shape)

@@ -109,6 +109,7 @@ class ZmqAdapter:
         self._decoder = StreamDecoder()
         self._lock = threading.Lock()
         self._counts = {"received": 0, "rejected": 0}
+        self._lost: dict[int, str] = {}  # frame numbers rejected here, for the engine's gap records
         self.ended: End | None = None
         try:
             self._sock: zmq.Socket | None = open_socket(
@@ -130,6 +131,12 @@ class ZmqAdapter:
         if self._sock is None:
             raise RuntimeError(f"{self.describe()}: the adapter is closed")
         log.info("listening: %s", self.describe())
+
+    def lost(self) -> dict[int, str]:
+        """Frame numbers rejected since the last call (the engine records them as gaps of that reason)."""
+        with self._lock:
+            out, self._lost = self._lost, {}
+        return out
 
     def counters(self) -> dict[str, int]:
         """``received``: image messages and anything rejected; ``rejected``: messages that broke the protocol."""
@@ -169,7 +176,7 @@ class ZmqAdapter:
             try:
                 msg = self._decoder.decode(parts)
             except WireError as exc:
-                self._reject(str(exc))
+                self._reject(str(exc), exc.frame)
                 continue
             if isinstance(msg, Image):
                 with self._lock:
@@ -190,10 +197,12 @@ class ZmqAdapter:
                 return
 
     # ---- internals ----------------------------------------------------------------------------
-    def _reject(self, why: str) -> None:
+    def _reject(self, why: str, frame: int | None = None) -> None:
         with self._lock:
             self._counts["received"] += 1
             self._counts["rejected"] += 1
+            if frame is not None:
+                self._lost[frame] = "rejected"
             n = self._counts["rejected"]
         # every rejection is counted; the log shows the first ones, then one in a hundred
         if n <= self.log_first or n % 100 == 0:

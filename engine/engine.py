@@ -88,8 +88,16 @@ class Engine:
 
     def start(self) -> None:
         self._t0 = self.clock()
+        try:
+            self.adapter.open()
+        except BaseException as exc:
+            # nothing has flowed yet: close every sink so no writer thread or file is left open
+            self._fail(f"opening the source failed: {exc}")
+            self._close_sinks()
+            with self._lock:
+                self._state = RunState.FAILED
+            raise
         self._set_state(RunState.RUNNING)
-        self.adapter.open()
         for target, name in ((self._source_loop, "source"), (self._worker_loop, "worker")):
             t = threading.Thread(target=target, name=f"lagsplit-{name}", daemon=True)
             self._threads.append(t)
@@ -225,6 +233,8 @@ class Engine:
             for s in self.sinks:
                 s.setup(info)
         self._record_gap(frame.index)
+        with self._lock:
+            self._lost.pop(frame.index, None)  # rejected once, then delivered after all
 
         x = torch.from_numpy(arr.astype(np.float32, copy=False)).to(self.cascade.device)
         valid = bool(torch.isfinite(x).all())
@@ -267,7 +277,9 @@ class Engine:
     def _accept(self, frame: Frame, arr: np.ndarray) -> bool:
         """Reject a frame whose shape or dtype differs from the series (first frame sets it)."""
         why = None
-        if arr.ndim != 2:
+        if self._last_index is not None and frame.index <= self._last_index:
+            why = f"frame number {frame.index} is not after the last one, {self._last_index} (duplicate or out of order)"
+        elif arr.ndim != 2:
             why = f"expected a 2-D (H, W) image, got shape {arr.shape}"
         elif self._series is not None and (arr.shape, arr.dtype) != self._series:
             shape, dtype = self._series
@@ -277,15 +289,21 @@ class Engine:
         log.warning("frame %d rejected: %s", frame.index, why)
         with self._lock:
             self.counts["rejected"] += 1
-            self._lost[frame.index] = "rejected"
+            if self._last_index is None or frame.index > self._last_index:
+                self._lost[frame.index] = "rejected"
         return False
 
     def _record_gap(self, index: int) -> None:
         last = self._last_index
         if last is None or index <= last + 1:
             return
+        hook = getattr(self.adapter, "lost", None)  # optional: frame numbers the adapter rejected itself
+        reported = hook() if callable(hook) else {}
         runs: list[tuple[int, int, str]] = []
         with self._lock:
+            for i, why in reported.items():
+                if i > last:  # numbers already passed were delivered after all, or recorded
+                    self._lost.setdefault(i, why)
             for i in range(last + 1, index):
                 reason = self._lost.pop(i, "missing")
                 if runs and runs[-1][2] == reason and runs[-1][0] + runs[-1][1] == i:
@@ -362,6 +380,15 @@ class Engine:
             self._push_counters()
         except Exception:  # noqa: BLE001
             pass
+        self._close_sinks()
+        with self._lock:
+            if self._reason is None:
+                self._reason = FinishReason.SOURCE_ENDED
+            self._state = RunState.FAILED if self._error else RunState.FINISHED
+        log.info("run %s: %s", self._state.value, self._reason.value)
+
+    def _close_sinks(self) -> None:
+        """Close each sink on its own: one failing never keeps another open."""
         for s in self.sinks:
             try:
                 s.close()
@@ -370,11 +397,6 @@ class Engine:
                 with self._lock:
                     self._error = self._error or f"closing sink failed: {exc}"
                     self._reason = FinishReason.ERROR
-        with self._lock:
-            if self._reason is None:
-                self._reason = FinishReason.SOURCE_ENDED
-            self._state = RunState.FAILED if self._error else RunState.FINISHED
-        log.info("run %s: %s", self._state.value, self._reason.value)
 
 
 def final_status_line(st: Status) -> str:

@@ -65,7 +65,10 @@ def _run(cfg) -> None:
     except (StackError, OutputError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     console.print(f"[bold]lagsplit[/] {run.engine.source} -> {cfg.output.path or '(no file)'} on {run.cascade.device}")
-    status = execute(run, console=console)
+    try:
+        status = execute(run, console=console)
+    except (OSError, ValueError, RuntimeError) as exc:  # the source could not be opened; sinks are closed
+        _fail(str(exc))
     from engine.engine import final_status_line
 
     console.print(final_status_line(status))

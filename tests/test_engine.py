@@ -204,3 +204,64 @@ def test_killed_run_leaves_a_file_readable_up_to_the_last_flush(tmp_path, noise_
         assert n >= 20
         np.testing.assert_array_equal(f["frames/index"][:n], np.arange(n))
         assert np.isfinite(f["slow"][n - 1]).all()
+
+
+class _Lossy(_Burst):
+    """An adapter that rejects frame 4 itself and says so through the optional lost() hook."""
+
+    def __init__(self, movie):
+        super().__init__(movie)
+        self._lost = {}
+
+    def lost(self):
+        out, self._lost = self._lost, {}
+        return out
+
+    def __iter__(self):
+        for f in super().__iter__():
+            if f.index == 4:
+                self._lost[4] = "rejected"
+                continue
+            yield f
+
+
+def test_frames_an_adapter_rejected_are_gaps_of_reason_rejected_and_silent_jumps_are_missing(tmp_path, noise_stack, small_model, fixed_train):
+    path = tmp_path / "lossy.h5"
+    movie = noise_stack[:12]
+
+    class Jumpy(_Lossy):
+        def __iter__(self):
+            for f in super().__iter__():
+                if f.index not in (8, 9):
+                    yield f
+
+    run_engine(Jumpy(movie), small_model, fixed_train, path=path)
+    with h5py.File(path, "r") as f:
+        gaps = list(zip(f["gaps/first_index"][:].tolist(), f["gaps/count"][:].tolist(), f["gaps/reason"][:].tolist()))
+    assert gaps == [(4, 1, 1), (8, 2, 2)]  # 1 = rejected, 2 = missing
+
+
+def test_duplicate_or_backward_frame_numbers_are_rejected(noise_stack, small_model, fixed_train):
+    class Repeating(_Burst):
+        def __iter__(self):
+            for f in super().__iter__():
+                yield f
+                if f.index == 3:
+                    yield Frame(2, 2.0, f.array)  # backwards
+                    yield Frame(3, 3.0, f.array)  # duplicate
+
+    sink = ListSink()
+    status, _ = run_engine(Repeating(noise_stack[:8]), small_model, fixed_train, sinks=[sink])
+    assert [r.index for r in sink.results] == list(range(8))
+    assert status.rejected == 2 and sink.skips == []
+
+
+def test_a_source_that_cannot_open_fails_cleanly_and_closes_every_sink(small_model, fixed_train):
+    class Unopenable(_Burst):
+        def open(self):
+            raise OSError("camera not found")
+
+    sink = ListSink()
+    with pytest.raises(OSError, match="camera not found"):
+        run_engine(Unopenable(np.zeros((3, 4, 4))), small_model, fixed_train, sinks=[sink])
+    assert sink.closed

@@ -254,7 +254,7 @@ def test_bad_files_are_skipped_counted_and_logged_and_nothing_else_is_lost(tmp_p
         np.testing.assert_array_equal(f["raw"][:], movie[good])
         assert f["gaps/first_index"][:].tolist() == [8, 12, 15, 19]
         assert f["gaps/count"][:].tolist() == [1, 1, 1, 1]
-        assert {GAP_REASONS[r] for r in f["gaps/reason"][:]} == {"missing"}
+        assert {GAP_REASONS[r] for r in f["gaps/reason"][:]} == {"rejected"}  # the watcher reports the frame numbers it skipped
         c = read_counters(f)
     assert (c["received"], c["processed"], c["rejected"], c["dropped"], c["gaps"]) == (26, 22, 4, 0, 4)
     assert "22 frames processed, 26 received, 4 rejected, 0 dropped, 4 gaps" in res.output
