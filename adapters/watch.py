@@ -38,6 +38,8 @@ import numpy as np
 
 from engine.frame import Frame
 
+from .tally import Tally
+
 log = logging.getLogger("lagsplit.watch")
 
 _TIME_TAG = re.compile(r"(?:^|[^A-Za-z0-9])(?:t|time|T|Time|TIME)(\d+)(?=\D|$)")
@@ -131,9 +133,7 @@ class WatchAdapter:
         self._observer = None
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._counts = {"received": 0, "rejected": 0}
-        self._lost: dict[int, str] = {}  # frame numbers skipped here, for the engine's gap records
+        self._tally = Tally()
         self._pending: dict[str, _Pending] = {}
         self._ready: dict[int, _Ready] = {}
         self._done: set[str] = set()
@@ -152,14 +152,11 @@ class WatchAdapter:
 
     def lost(self) -> dict[int, str]:
         """Frame numbers skipped since the last call (the engine records them as gaps of that reason)."""
-        with self._lock:
-            out, self._lost = self._lost, {}
-        return out
+        return self._tally.lost()
 
     def counters(self) -> dict[str, int]:
         """``received``: files taken in (read or skipped); ``rejected``: files skipped."""
-        with self._lock:
-            return dict(self._counts)
+        return self._tally.counters()
 
     def open(self) -> None:
         """Start following the folder (before the startup scan, so nothing slips between)."""
@@ -334,8 +331,7 @@ class WatchAdapter:
                 self._numbers.add(p.number)
                 self._gone.discard(p.number)
                 self._ready[p.number] = _Ready(arr, name, st.st_mtime, now)
-                with self._lock:
-                    self._counts["received"] += 1
+                self._tally.received()
 
     def _ending(self, now: float) -> str | None:
         if self._end_seen:
@@ -378,13 +374,8 @@ class WatchAdapter:
         self._done.add(path)
         if number is not None and number not in self._numbers:
             self._gone.add(number)
-        with self._lock:
-            if not counted:
-                self._counts["received"] += 1
-            self._counts["rejected"] += 1
-            missing = number if number is not None and number not in self._numbers else lost
-            if missing is not None:
-                self._lost[missing] = "rejected"
+        missing = number if number is not None and number not in self._numbers else lost
+        self._tally.rejected(missing, count_received=not counted)
         log.warning("skipped %s: %s", os.path.basename(path), why)
 
 

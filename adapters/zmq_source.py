@@ -21,6 +21,8 @@ import zmq
 
 from engine.frame import Frame
 
+from .tally import Tally
+
 from .wire import End, Image, Start, StreamDecoder, WireError
 
 log = logging.getLogger("lagsplit.zmq")
@@ -107,9 +109,7 @@ class ZmqAdapter:
         self._ctx = context if context is not None else zmq.Context()
         self._stop = threading.Event()
         self._decoder = StreamDecoder()
-        self._lock = threading.Lock()
-        self._counts = {"received": 0, "rejected": 0}
-        self._lost: dict[int, str] = {}  # frame numbers rejected here, for the engine's gap records
+        self._tally = Tally()
         self.ended: End | None = None
         try:
             self._sock: zmq.Socket | None = open_socket(
@@ -134,14 +134,11 @@ class ZmqAdapter:
 
     def lost(self) -> dict[int, str]:
         """Frame numbers rejected since the last call (the engine records them as gaps of that reason)."""
-        with self._lock:
-            out, self._lost = self._lost, {}
-        return out
+        return self._tally.lost()
 
     def counters(self) -> dict[str, int]:
         """``received``: image messages and anything rejected; ``rejected``: messages that broke the protocol."""
-        with self._lock:
-            return dict(self._counts)
+        return self._tally.counters()
 
     def stop(self) -> None:
         self._stop.set()
@@ -179,8 +176,7 @@ class ZmqAdapter:
                 self._reject(str(exc), exc.frame)
                 continue
             if isinstance(msg, Image):
-                with self._lock:
-                    self._counts["received"] += 1
+                self._tally.received()
                 meta = dict(msg.meta)
                 meta["series"] = msg.series
                 yield Frame(index=msg.frame, timestamp=msg.t if msg.t is not None else self.wallclock(),
@@ -191,19 +187,15 @@ class ZmqAdapter:
                              f", every {msg.frame_interval_s:g} s" if msg.frame_interval_s else "")
             elif isinstance(msg, End):
                 self.ended = msg
-                got = self._counts["received"] - self._counts["rejected"]
+                counts = self._tally.counters()
+                got = counts["received"] - counts["rejected"]
                 note = "" if msg.frames is None or msg.frames == got else f" (sender says {msg.frames} sent)"
                 log.info("series %r ended after %d frame(s)%s", msg.series, got, note)
                 return
 
     # ---- internals ----------------------------------------------------------------------------
     def _reject(self, why: str, frame: int | None = None) -> None:
-        with self._lock:
-            self._counts["received"] += 1
-            self._counts["rejected"] += 1
-            if frame is not None:
-                self._lost[frame] = "rejected"
-            n = self._counts["rejected"]
+        n = self._tally.rejected(frame)
         # every rejection is counted; the log shows the first ones, then one in a hundred
         if n <= self.log_first or n % 100 == 0:
             log.warning("rejected message from %s: %s%s", self.endpoint, why,

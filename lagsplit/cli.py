@@ -123,19 +123,14 @@ def run(
 def replay(
     stack: Annotated[str, typer.Argument(help="TIFF / OME-TIFF stack, .npy, or FILE.h5:/dataset.")],
     out_path: OutOpt = None,
-    fps: Annotated[float, typer.Option(help="Play at this frame rate; 0 = as fast as possible.")] = 0.0,
+    fps: Annotated[Optional[float], typer.Option(help="Play at this frame rate; 0 = as fast as possible (the default).")] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     dry_run: DryRun = False,
 ) -> None:
     """Play a recorded stack through the engine as a live stream."""
-    extra = [f"source.kind=replay", f"source.path={_quote(stack)}", f"source.fps={fps}"]
-    if out_path:
-        extra.append(f"output.path={_quote(str(out_path))}")
-    cfg = _load(config, sets, extra=extra)
-    if dry_run:
-        _dry(cfg)
-    _run(cfg)
+    extra = ["source.kind=replay", f"source.path={_quote(stack)}"] + ([f"source.fps={fps}"] if fps is not None else [])
+    _run_source(extra, out_path, config, sets, dry_run)
 
 
 @app.command()
@@ -155,12 +150,7 @@ def watch(
     for key, value in (("poll", poll), ("idle_timeout_s", idle_timeout), ("end_marker", end_marker), ("glob", glob)):
         if value is not None:
             extra.append(f"source.{key}={_quote(value) if isinstance(value, str) else str(value).lower()}")
-    if out_path:
-        extra.append(f"output.path={_quote(str(out_path))}")
-    cfg = _load(config, sets, extra=extra)
-    if dry_run:
-        _dry(cfg)
-    _run(cfg)
+    _run_source(extra, out_path, config, sets, dry_run)
 
 
 @app.command()
@@ -182,12 +172,7 @@ def attach(
         extra.append(f"source.bind={str(bind).lower()}")
     if idle_timeout is not None:
         extra.append(f"source.idle_timeout_s={idle_timeout}")
-    if out_path:
-        extra.append(f"output.path={_quote(str(out_path))}")
-    cfg = _load(config, sets, extra=extra)
-    if dry_run:
-        _dry(cfg)
-    _run(cfg)
+    _run_source(extra, out_path, config, sets, dry_run)
 
 
 @app.command()
@@ -268,6 +253,16 @@ def inspect(
         print_summary(file, out, show_config=not no_config)
     except (OSError, KeyError) as exc:
         _fail(f"{file} is not a lagsplit output file ({exc})")
+
+
+def _run_source(extra: list[str], out_path: Path | None, config: Path | None, sets: list[str] | None, dry_run: bool) -> None:
+    """The shared tail of replay / watch / attach: command settings < file < --set, then run."""
+    if out_path:
+        extra = [*extra, f"output.path={_quote(str(out_path))}"]
+    cfg = _load(config, sets, extra=extra)
+    if dry_run:
+        _dry(cfg)
+    _run(cfg)
 
 
 def _quote(s: str) -> str:
