@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .config import ModelConfig
+from .features import TemporalFeatures
 from .nets import LagUNet
 from .ring import Ring
 
@@ -69,11 +70,19 @@ class Cascade:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.span = max(self.lags) + (cfg.context - 1) * cfg.context_stride
-        capacity = max(self.span + history + 1, cfg.warmup_median)
-        self.ring = Ring(capacity, channels=len(self.lags), device=self.device)
+        capacity = max(self.span + history + 1, cfg.warmup_median, max(cfg.medians, default=0))
+        # channels: the frame, the residual each shorter-lag stage sees, then the slow stage's
+        # temporal features (running medians), written once when a frame arrives
+        n_feat = len(cfg.medians)
+        self.ring = Ring(capacity, channels=len(self.lags) + n_feat, device=self.device)
+        self.features = TemporalFeatures(self.ring, len(self.lags), cfg.medians)
         torch.manual_seed(cfg.seed)
         in_ch = cfg.context + (1 if cfg.median_channel else 0)
-        self.nets = [LagUNet(in_ch, cfg.base_channels, cfg.levels).to(self.device) for _ in self.lags]
+        longest = self.features.longest()
+        skip = in_ch + longest if cfg.slow_skip and longest is not None else None
+        self.nets = [LagUNet(in_ch + (n_feat if k == 0 else 0), cfg.base_channels, cfg.levels,
+                             skip_channel=skip if k == 0 else None).to(self.device)
+                     for k in range(len(self.lags))]
         self.norm = Normaliser()
         self.warmup_steps = warmup_steps
         self.stage_steps = [0] * len(self.lags)  # training steps taken per stage
@@ -100,6 +109,10 @@ class Cascade:
             window = torch.clamp(window, min=self.ring.oldest())
             med = self.ring.gather(stage, window).median(dim=1, keepdim=True).values
             x = torch.cat([x, med], dim=1)
+        if stage == 0 and self.features.count:
+            last = pos[:, 0]
+            feats = [self.ring.gather(self.features.first + j, last) for j in range(self.features.count)]
+            x = torch.cat([x, torch.stack(feats, dim=1)], dim=1)
         return x
 
     @property
@@ -119,6 +132,7 @@ class Cascade:
         if not valid:
             x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
         pos = self.ring.push(x, valid)
+        self.features.update(pos)
         target = torch.tensor([pos])
         use_net = self.warm and pos >= self.first_target(0)
         for net in self.nets:
@@ -180,12 +194,12 @@ class Cascade:
         state = torch.load(path, map_location=self.device, weights_only=True)
         if list(state["lags"]) != list(self.lags):
             raise ValueError(f"weights in {path} are for lags {state['lags']}, this run uses {list(self.lags)}")
-        for key in ("base_channels", "levels", "context", "median_channel"):
-            if state["model"].get(key) != getattr(self.cfg, key):
-                raise ValueError(
-                    f"weights in {path} have model.{key} = {state['model'].get(key)!r}, "
-                    f"this run uses {getattr(self.cfg, key)!r}"
-                )
+        mine = self.cfg.model_dump(mode="json")
+        defaults = type(self.cfg)().model_dump(mode="json")
+        for key in ("base_channels", "levels", "context", "median_channel", "medians", "slow_skip"):
+            saved = state["model"].get(key, defaults[key])
+            if saved != mine[key]:
+                raise ValueError(f"weights in {path} have model.{key} = {saved!r}, this run uses {mine[key]!r}")
         for net, sd in zip(self.nets, state["nets"]):
             net.load_state_dict(sd)
         # The normaliser is refitted on this stream's first frame: the networks work in

@@ -26,6 +26,13 @@ class ModelConfig(Settings):
     """Spacing in frames between context frames."""
     median_channel: bool = False
     """Also feed the causal running median (of the frames up to t-L) as an input channel."""
+    medians: tuple[int, ...] = (8, 32, 64)
+    """Windows in frames of causal running medians fed to the slow (longest-lag) network as
+    extra channels: for target t, the median of each window of frames ending at t - L.
+    Computed once per frame and kept in the ring, so training pairs cost nothing extra."""
+    slow_skip: bool = True
+    """With ``medians``: the slow network predicts a correction to the longest-window median
+    (untrained, it returns that median; training learns what to add)."""
     warmup_median: int = Field(16, ge=1, le=256)
     """Window in frames of the causal running median used for slow during warm-up."""
     device: str = "auto"
@@ -34,6 +41,13 @@ class ModelConfig(Settings):
     """CPU threads for torch; 0 keeps torch's default."""
     seed: int = 0
     """Seed for weight initialisation and training crops."""
+
+    @field_validator("medians")
+    @classmethod
+    def _windows_positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(w < 1 or w > 1024 for w in v):
+            raise ValueError(f"median windows must be 1..1024 frames, got {list(v)}")
+        return v
 
     @field_validator("lags")
     @classmethod

@@ -20,15 +20,17 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 
 
 class LagUNet(nn.Module):
-    """Predicts a frame (1 channel) from ``in_channels`` past planes.
+    """Predicts a frame (1 channel) from ``in_channels`` past planes; with ``skip_channel``,
+    as that input plane plus a learnt correction.
 
     Works on any H, W: inputs are padded up to a multiple of 2**levels and the
     output is cropped back.
     """
 
-    def __init__(self, in_channels: int = 1, base: int = 16, levels: int = 2) -> None:
+    def __init__(self, in_channels: int = 1, base: int = 16, levels: int = 2, skip_channel: int | None = None) -> None:
         super().__init__()
         self.levels = levels
+        self.skip_channel = skip_channel
         widths = [base * 2**i for i in range(levels + 1)]
         self.down = nn.ModuleList()
         cin = in_channels
@@ -42,9 +44,15 @@ class LagUNet(nn.Module):
             self.up.append(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2))
             self.merge.append(_block(2 * widths[i], widths[i]))
         self.head = nn.Conv2d(widths[0], 1, 1)
+        if skip_channel is not None:
+            # Predict a correction to input plane ``skip_channel``: a zero head makes the
+            # untrained network return that plane exactly, and training learns what to add.
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
+        base = x[:, self.skip_channel : self.skip_channel + 1] if self.skip_channel is not None else None
         m = 2**self.levels
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:
@@ -57,4 +65,5 @@ class LagUNet(nn.Module):
         x = self.bottom(x)
         for up, merge, skip in zip(self.up, self.merge, reversed(skips)):
             x = merge(torch.cat([up(x), skip], dim=1))
-        return self.head(x)[..., :h, :w]
+        y = self.head(x)[..., :h, :w]
+        return y if base is None else y + base

@@ -147,14 +147,15 @@ def _baseline_scores(movie: np.ndarray, keep: np.ndarray, methods: list[OnlineMe
 def run_recording(rec: Recording, out_dir: Path | None, steps: int = 1) -> RecordingResult:
     t = len(rec.movie)
     steps_here = max(steps, 8) if t < 60 else steps
-    overrides = {"model": {"lags": list(rec.lags)},
+    medians = [w for w in (8, 32, 64) if w <= t // 2] or [max(2, t // 3)]  # windows the recording can fill
+    overrides = {"model": {"lags": list(rec.lags), "medians": medians},
                  "train": {"mode": "fixed", "steps_per_frame": steps_here, "warmup_steps": 4 * steps_here,
                            "history": min(64, max(8, t))}}
     cfg = bench_config(overrides)
     run = run_engine(rec.movie, cfg)
     raw = rec.movie.astype(np.float32)
     keep = ~run.warmup
-    setting = f"lags {list(rec.lags)}, {steps_here} step(s)/frame, warm-up {4 * steps_here} steps"
+    setting = f"lags {list(rec.lags)}, medians {medians}, {steps_here} step(s)/frame, warm-up {4 * steps_here} steps"
     res = RecordingResult(rec.name, rec.source, tuple(rec.movie.shape), int(keep.sum()), setting)
     if keep.sum() >= 2:
         res.scores.append(RecordingScore("lagsplit", setting, slowness(run.slow[keep], raw[keep]),
