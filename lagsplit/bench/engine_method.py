@@ -63,19 +63,20 @@ class EngineRun:
     extra: dict = field(default_factory=dict)
 
 
-def _merged(base: dict, over: dict) -> dict:
+def merge_settings(base: dict, over: dict) -> dict:
+    """``over`` laid onto ``base``, section by section (nested dicts merge, values replace)."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_settings(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
 def bench_config(overrides: dict | None = None, init: str | None = None) -> Config:
     """The benchmark's lagsplit config: the defaults, :data:`BENCH_DEFAULTS`, then ``overrides``
     (a nested dict like ``{"train": {"steps_per_frame": 2}}``)."""
-    tree = _merged(BENCH_DEFAULTS, overrides or {})
+    tree = merge_settings(BENCH_DEFAULTS, overrides or {})
     if init:
-        tree = _merged(tree, {"train": {"init": init}})
+        tree = merge_settings(tree, {"train": {"init": init}})
     return Config.model_validate(tree)
 
 

@@ -19,7 +19,7 @@ from adapters.synthetic import Scene, make_scene
 from ..figure import panel_figure
 from ..metrics import frame_errors, nrmse, recovery_frames
 from .baselines import OnlineMethod, RobustPCA, online_grid
-from .engine_method import bench_config, run_engine
+from .engine_method import bench_config, merge_settings, run_engine
 from .spots import spot_f1
 
 LAGSPLIT = "lagsplit"
@@ -118,11 +118,9 @@ def _family_results(scores: list[Score]) -> list[FamilyResult]:
 def lagsplit_overrides(frames: int, steps: int, extra: dict | None = None) -> dict:
     """The engine settings the benchmark runs lagsplit with: fixed mode, ``steps`` per frame,
     warm-up training short enough to end before the scored frames start."""
-    from .engine_method import _merged
-
     first = frames // 3
     warm = max(1, (first - 16) * steps)
-    return _merged({"train": {"mode": "fixed", "steps_per_frame": steps, "warmup_steps": min(warm, 100 * steps)}},
+    return merge_settings({"train": {"mode": "fixed", "steps_per_frame": steps, "warmup_steps": min(warm, 100 * steps)}},
                    extra or {})
 
 
