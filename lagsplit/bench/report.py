@@ -2,12 +2,11 @@
 so that sections other benchmarks write stay as they are."""
 from __future__ import annotations
 
-import os
-import platform
 from pathlib import Path
 
 import numpy as np
 
+from ..benchmarks_md import machine, update_section
 from .quality import LAGSPLIT, QualityRun, SceneResult
 
 START, END = "<!-- quality:start -->", "<!-- quality:end -->"
@@ -58,21 +57,6 @@ Not measured in this round: the loss (L1 on the slow stage, from the prototype),
 network width, variance stabilisation, and a warm start from `lagsplit pretrain` (the
 option is there: `lagsplit bench quality --init WEIGHTS`).
 """
-
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__} "
-            f"({torch.get_num_threads()} thread(s)), {platform.system()} {platform.release()}")
 
 
 def _f(x: float | None, digits: int = 3) -> str:
@@ -158,13 +142,5 @@ def _means(run: QualityRun) -> dict[str, tuple[float, float]]:
 
 def write_section(path: Path, section: str) -> Path:
     """Replace the quality section of ``path`` (or append it); everything else stays."""
-    path = Path(path)
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-    return path
+    body = section.split(START, 1)[-1].split(END, 1)[0]
+    return update_section("quality", body, path)
