@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import zmq
 
 from engine.config import ModelConfig, TrainConfig
 
@@ -51,3 +52,15 @@ def noise_stack() -> np.ndarray:
         spot = 80 * np.exp(-((yy - 12) ** 2 + (xx - (i % w)) ** 2) / 3.0)
         movie[i] = rng.poisson(base + spot)
     return movie
+
+
+@pytest.fixture
+def ctx():
+    """A ZeroMQ context whose sockets must all be closed by the end of the test."""
+    c = zmq.Context()
+    yield c
+    left = [s for s in getattr(c, "_sockets", ()) if not s.closed]
+    for s in left:
+        s.close(linger=0)
+    c.term()
+    assert not left, f"test leaked {len(left)} socket(s)"

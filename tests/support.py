@@ -3,6 +3,11 @@ from __future__ import annotations
 
 from engine.config import ModelConfig, OutputConfig, RuntimeConfig, TrainConfig
 
+# Command-line settings for a small, fast, deterministic engine (the adapter tests' runs).
+FAST_CLI = ["--set", "model.lags=[4,2,1]", "--set", "model.base_channels=4", "--set", "model.levels=1",
+            "--set", "train.mode=fixed", "--set", "train.steps_per_frame=1", "--set", "train.warmup_steps=5",
+            "--set", "train.crop=16", "--set", "train.batch=2", "--set", "train.history=16", "--set", "monitor.mode=off"]
+
 
 def run_engine(adapter, model: ModelConfig, train: TrainConfig, path=None, components=False,
                runtime: RuntimeConfig | None = None, sinks=()):

@@ -15,15 +15,13 @@ from typer.testing import CliRunner
 
 from engine.hdf5_sink import read_counters
 from lagsplit.cli import app
+from tests.support import FAST_CLI
 
 pytest.importorskip("pymmcore_plus")
 useq = pytest.importorskip("useq")
 
 from tools.mmcore_zmq_publisher import MDAPublisher, simulated_core  # noqa: E402
 
-FAST = ["--set", "model.lags=[4,2,1]", "--set", "model.base_channels=4", "--set", "model.levels=1",
-        "--set", "train.mode=fixed", "--set", "train.steps_per_frame=1", "--set", "train.warmup_steps=5",
-        "--set", "train.crop=16", "--set", "train.batch=2", "--set", "train.history=16", "--set", "monitor.mode=off"]
 FRAMES = 30
 
 
@@ -66,7 +64,7 @@ def test_watch_follows_the_folder_pymmcore_plus_writes_during_its_acquisition(tm
     out = tmp_path / "watch.h5"
     try:
         res = CliRunner().invoke(app, ["watch", str(folder), "--out", str(out), "--end-marker", "END",
-                                       "--set", "source.settle_s=0.05", *FAST])
+                                       "--set", "source.settle_s=0.05", *FAST_CLI])
     finally:
         acq.join(30)
     assert not acq.is_alive()
@@ -96,7 +94,7 @@ def test_attach_receives_the_frameready_events_of_a_pymmcore_plus_acquisition(tm
     acq.start()
     out = tmp_path / "attach.h5"
     try:
-        res = CliRunner().invoke(app, ["attach", sender.endpoint, "--out", str(out), "--idle-timeout", "30", *FAST])
+        res = CliRunner().invoke(app, ["attach", sender.endpoint, "--out", str(out), "--idle-timeout", "30", *FAST_CLI])
     finally:
         sender.publisher.stop()
         acq.join(30)

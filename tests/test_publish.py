@@ -19,10 +19,7 @@ from typer.testing import CliRunner
 from adapters.publish import Publisher, PublishStopped, publish_stack
 from adapters.wire import Image, Start, StreamDecoder
 from lagsplit.cli import app
-
-FAST = ["--set", "model.lags=[4,2,1]", "--set", "model.base_channels=4", "--set", "model.levels=1",
-        "--set", "train.mode=fixed", "--set", "train.steps_per_frame=1", "--set", "train.warmup_steps=5",
-        "--set", "train.crop=16", "--set", "train.batch=2", "--set", "train.history=16", "--set", "monitor.mode=off"]
+from tests.support import FAST_CLI
 
 
 class FakeClock:
@@ -38,17 +35,6 @@ class FakeClock:
     def sleep(self, s: float) -> None:
         self.now += s
         self.slept += s
-
-
-@pytest.fixture
-def ctx():
-    c = zmq.Context()
-    yield c
-    left = [s for s in getattr(c, "_sockets", ()) if not s.closed]
-    for s in left:
-        s.close(linger=0)
-    c.term()
-    assert not left, f"test leaked {len(left)} socket(s)"
 
 
 def _pull(ctx, endpoint):
@@ -169,7 +155,7 @@ def test_publish_then_attach_gives_the_same_file_as_replay(tmp_path, noise_stack
     stack = tmp_path / "stack.tif"
     tifffile.imwrite(stack, noise_stack)
     replayed, attached = tmp_path / "replay.h5", tmp_path / "attach.h5"
-    res = CliRunner().invoke(app, ["replay", str(stack), "--out", str(replayed), *FAST])
+    res = CliRunner().invoke(app, ["replay", str(stack), "--out", str(replayed), *FAST_CLI])
     assert res.exit_code == 0, res.output
 
     proc = subprocess.Popen([sys.executable, "-m", "lagsplit", "publish", str(stack), "tcp://127.0.0.1:*",
@@ -184,7 +170,7 @@ def test_publish_then_attach_gives_the_same_file_as_replay(tmp_path, noise_stack
                 endpoint = m.group(1)
                 break
         assert endpoint, "".join(seen)
-        res = CliRunner().invoke(app, ["attach", endpoint, "--out", str(attached), *FAST])
+        res = CliRunner().invoke(app, ["attach", endpoint, "--out", str(attached), *FAST_CLI])
         rest = proc.communicate(timeout=60)[1]
     finally:
         if proc.poll() is None:

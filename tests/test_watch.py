@@ -19,10 +19,8 @@ from typer.testing import CliRunner
 from adapters.watch import WatchAdapter, frame_number, read_image
 from engine.hdf5_sink import GAP_REASONS, read_counters
 from lagsplit.cli import app
+from tests.support import FAST_CLI
 
-FAST = ["--set", "model.lags=[4,2,1]", "--set", "model.base_channels=4", "--set", "model.levels=1",
-        "--set", "train.mode=fixed", "--set", "train.steps_per_frame=1", "--set", "train.warmup_steps=5",
-        "--set", "train.crop=16", "--set", "train.batch=2", "--set", "train.history=16", "--set", "monitor.mode=off"]
 QUICK = dict(settle_s=0.05, give_up_s=0.6, reorder_s=0.3, tick_s=0.01)
 QUICK_SETS = ["--set", "source.settle_s=0.05", "--set", "source.give_up_s=0.6", "--set", "source.reorder_s=0.3"]
 
@@ -191,7 +189,7 @@ def test_stop_ends_a_quiet_watch_promptly(tmp_path):
 
 
 def test_a_missing_folder_is_a_clear_error(tmp_path):
-    res = CliRunner().invoke(app, ["watch", str(tmp_path / "nope"), "--out", str(tmp_path / "o.h5"), *FAST])
+    res = CliRunner().invoke(app, ["watch", str(tmp_path / "nope"), "--out", str(tmp_path / "o.h5"), *FAST_CLI])
     assert res.exit_code == 2 and "watch folder" in res.output and "does not exist" in res.output
     assert not (tmp_path / "o.h5").exists()
 
@@ -242,7 +240,7 @@ def test_bad_files_are_skipped_counted_and_logged_and_nothing_else_is_lost(tmp_p
     out = tmp_path / "watch.h5"
     try:
         res = CliRunner().invoke(app, ["watch", str(folder), "--out", str(out), "--end-marker", "END",
-                                       *QUICK_SETS, *FAST])
+                                       *QUICK_SETS, *FAST_CLI])
     finally:
         t.join()
         for fh in stuck:

@@ -18,23 +18,7 @@ from adapters.wire import Image, Start, StreamDecoder, WireError, encode_end, en
 from adapters.zmq_source import EndpointError, ZmqAdapter
 from engine.hdf5_sink import GAP_REASONS, read_counters
 from lagsplit.cli import app
-from tests.support import run_engine
-
-FAST = ["--set", "model.lags=[4,2,1]", "--set", "model.base_channels=4", "--set", "model.levels=1",
-        "--set", "train.mode=fixed", "--set", "train.steps_per_frame=1", "--set", "train.warmup_steps=5",
-        "--set", "train.crop=16", "--set", "train.batch=2", "--set", "train.history=16", "--set", "monitor.mode=off"]
-
-
-@pytest.fixture
-def ctx():
-    """A context whose sockets must all be closed by the end of the test."""
-    c = zmq.Context()
-    yield c
-    left = [s for s in getattr(c, "_sockets", ()) if not s.closed]
-    for s in left:
-        s.close(linger=0)
-    c.term()
-    assert not left, f"test leaked {len(left)} socket(s)"
+from tests.support import FAST_CLI, run_engine
 
 
 def _push(ctx):
@@ -241,7 +225,7 @@ def test_attach_cli_writes_frames_gaps_and_counts_and_inspect_shows_them(tmp_pat
     t.start()
     out = tmp_path / "attach.h5"
     try:
-        res = CliRunner().invoke(app, ["attach", pub.endpoint, "--out", str(out), *FAST])
+        res = CliRunner().invoke(app, ["attach", pub.endpoint, "--out", str(out), *FAST_CLI])
     finally:
         pub.stop()
         t.join()
