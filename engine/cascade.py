@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .config import ModelConfig
+from .change import ChangeDetector
 from .features import TemporalFeatures
 from .nets import LagUNet
 from .ring import Ring
@@ -60,6 +61,36 @@ class StageOutput:
     warmup: bool
 
 
+class CorrectionGate:
+    """How much of the slow network's correction to the longest window's statistic to use.
+
+    Each frame t arrives after its slow was predicted from frames up to t - L, so it is
+    held-out data for that prediction. The gate scores the statistic plus g times the
+    network's correction, for g in 0, 1/4, ... 1, by the absolute error against each new
+    frame (summed with ``decay`` per frame), and uses the best g. The absolute error is
+    what the median minimises: it ignores spots that occupy a pixel part of the time, so
+    a correction that only adds back where spots tend to be, or only adds noise (a static
+    sample, where the long window is already the best estimate), is turned down; one that
+    follows real change (drift, bleaching) is kept. g for frame t comes from the frames
+    before it.
+    """
+
+    GAINS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+        self.loss = [0.0] * len(self.GAINS)
+        self.value = 0.0  # no evidence yet: the statistic alone
+
+    def apply(self, base: torch.Tensor, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        corr = predicted - base
+        out = base + self.value * corr
+        for i, g in enumerate(self.GAINS):
+            self.loss[i] = self.decay * self.loss[i] + float((target - base - g * corr).abs().mean())
+        self.value = self.GAINS[min(range(len(self.GAINS)), key=self.loss.__getitem__)]
+        return out
+
+
 class Cascade:
     """Owns the lag networks, the ring and the normaliser; turns frames into components."""
 
@@ -70,12 +101,16 @@ class Cascade:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.span = max(self.lags) + (cfg.context - 1) * cfg.context_stride
-        capacity = max(self.span + history + 1, cfg.warmup_median, max(cfg.medians, default=0))
+        capacity = max(self.span + history + 1, cfg.warmup_median, max(cfg.windows, default=0))
         # channels: the frame, the residual each shorter-lag stage sees, then the slow stage's
-        # temporal features (running medians), written once when a frame arrives
-        n_feat = len(cfg.medians)
-        self.ring = Ring(capacity, channels=len(self.lags) + n_feat, device=self.device)
-        self.features = TemporalFeatures(self.ring, len(self.lags), cfg.medians)
+        # temporal features (windowed statistics), written once when a frame arrives
+        n_feat = len(cfg.windows)
+        self.ring = Ring(capacity, channels=len(self.lags) + TemporalFeatures.channels(cfg.windows, cfg.statistic),
+                         device=self.device)
+        self.features = TemporalFeatures(self.ring, len(self.lags), cfg.windows, cfg.statistic, cfg.clip)
+        self.detector = ChangeDetector(self.ring, cfg.change_ratio)
+        self.changes: list[int] = []  # stream positions where a sudden change started a segment
+        self.settle_until = 0  # slow comes from the statistic since the change before this position
         torch.manual_seed(cfg.seed)
         in_ch = cfg.context + (1 if cfg.median_channel else 0)
         longest = self.features.longest()
@@ -83,6 +118,8 @@ class Cascade:
         self.nets = [LagUNet(in_ch + (n_feat if k == 0 else 0), cfg.base_channels, cfg.levels,
                              skip_channel=skip if k == 0 else None).to(self.device)
                      for k in range(len(self.lags))]
+        self.gate = CorrectionGate(cfg.gate_decay) if cfg.gate_decay > 0 else None
+        self.infer_nets: list[LagUNet] | None = None  # averaged copies the trainer keeps, if any
         self.norm = Normaliser()
         self.warmup_steps = warmup_steps
         self.stage_steps = [0] * len(self.lags)  # training steps taken per stage
@@ -132,14 +169,26 @@ class Cascade:
         if not valid:
             x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
         pos = self.ring.push(x, valid)
-        self.features.update(pos)
+        start = self.detector.observe(pos)
+        if start is not None:
+            self._new_segment(start, pos)
+        else:
+            self.features.update(pos)
         target = torch.tensor([pos])
-        use_net = self.warm and pos >= self.first_target(0)
-        for net in self.nets:
+        use_net = self.warm and pos >= self.first_target(0) and pos >= self.settle_until
+        nets = self.infer_nets or self.nets
+        for net in nets:
             net.eval()
         comps: list[torch.Tensor] = []
         if use_net:
-            slow = self.nets[0](self.stage_inputs(0, target))[0, 0]
+            inputs = self.stage_inputs(0, target)
+            slow = nets[0](inputs)[0, 0]
+            if self.gate is not None and nets[0].skip_channel is not None:
+                slow = self.gate.apply(inputs[0, nets[0].skip_channel], slow, x)
+        elif self.features.count:
+            # warm-up, or settling after a sudden change: the longest window's statistic of
+            # the frames up to this one (within the segment)
+            slow = self.features.plane(self.features.longest(), pos).clone()  # type: ignore[arg-type]
         else:
             slow = self.ring.running_median(pos, self.cfg.warmup_median)
         comps.append(slow)
@@ -147,12 +196,34 @@ class Cascade:
         for k in range(1, len(self.lags)):
             self.ring.write(k, pos, r)
             if use_net and pos >= self.first_target(k) and self.stage_steps[k] > 0:
-                c = self.nets[k](self.stage_inputs(k, target))[0, 0]
+                c = nets[k](self.stage_inputs(k, target))[0, 0]
             else:
                 c = torch.zeros_like(r)
             comps.append(c)
             r = r - c
         return StageOutput(pos, slow, comps, r, warmup=not use_net)
+
+    def slow_target(self, targets: torch.Tensor, clip: float | None) -> torch.Tensor:
+        """(B, 1, H, W) training targets of the slow stage: the frames at ``targets``; with
+        ``clip``, bright outliers (spots) cut to the longest window's statistic at the same
+        frame + clip x its noise level, so the network learns the background under them."""
+        y = self.ring.gather(0, targets).unsqueeze(1)
+        noise = self.features.noise_channel
+        if clip is None or noise is None:
+            return y
+        longest = self.features.longest()
+        ref = self.ring.gather(self.features.first + longest, targets).unsqueeze(1)  # type: ignore[operator]
+        top = ref + clip * self.ring.gather(noise, targets).unsqueeze(1)
+        return torch.minimum(y, top)
+
+    def _new_segment(self, start: int, pos: int) -> None:
+        """A sudden change began at ``start``: windows and training pairs start afresh there,
+        and slow is the longest window's statistic until the network's inputs are past it."""
+        self.ring.start_segment(start)
+        for p in range(start, pos + 1):
+            self.features.update(p)
+        self.changes.append(start)
+        self.settle_until = start + max(self.lags) + self.cfg.settle
 
     def to_adu(self, out: StageOutput, raw: np.ndarray, components: bool) -> tuple:
         """Denormalise to the input's units: (slow, fast, components dict | None, residual | None).
@@ -173,8 +244,11 @@ class Cascade:
     def restart_stream(self) -> None:
         """Forget the frames held (a new stream, or another pass over a stack); weights,
         normaliser and training counts stay. The ring's storage is kept, not reallocated."""
-        self.ring.count = 0
-        self.ring.valid.zero_()
+        self.ring.clear()
+        self.detector.reset()
+        if self.gate is not None:
+            self.gate = CorrectionGate(self.gate.decay)
+        self.settle_until = 0
 
     # ---- weights ----------------------------------------------------------------------------
     def state(self) -> dict:
@@ -182,7 +256,7 @@ class Cascade:
             "lags": list(self.lags),
             "model": self.cfg.model_dump(mode="json"),
             "norm": {"offset": self.norm.offset, "scale": self.norm.scale, "fitted": self.norm.fitted},
-            "nets": [n.state_dict() for n in self.nets],
+            "nets": [n.state_dict() for n in (self.infer_nets or self.nets)],  # the weights inference uses
             "stage_steps": list(self.stage_steps),
         }
 
@@ -196,12 +270,14 @@ class Cascade:
             raise ValueError(f"weights in {path} are for lags {state['lags']}, this run uses {list(self.lags)}")
         mine = self.cfg.model_dump(mode="json")
         defaults = type(self.cfg)().model_dump(mode="json")
-        for key in ("base_channels", "levels", "context", "median_channel", "medians", "slow_skip"):
+        for key in ("base_channels", "levels", "context", "median_channel", "windows", "statistic", "slow_skip"):
             saved = state["model"].get(key, defaults[key])
             if saved != mine[key]:
                 raise ValueError(f"weights in {path} have model.{key} = {saved!r}, this run uses {mine[key]!r}")
-        for net, sd in zip(self.nets, state["nets"]):
-            net.load_state_dict(sd)
+        for k, sd in enumerate(state["nets"]):
+            self.nets[k].load_state_dict(sd)
+            if self.infer_nets is not None:
+                self.infer_nets[k].load_state_dict(sd)
         # The normaliser is refitted on this stream's first frame: the networks work in
         # normalised units, so weights carry over between movies of different brightness.
         self.stage_steps = list(state["stage_steps"])

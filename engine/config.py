@@ -26,15 +26,32 @@ class ModelConfig(Settings):
     """Spacing in frames between context frames."""
     median_channel: bool = False
     """Also feed the causal running median (of the frames up to t-L) as an input channel."""
-    medians: tuple[int, ...] = (8, 32, 128)
-    """Windows in frames of causal running medians fed to the slow (longest-lag) network as
-    extra channels: for target t, the median of each window of frames ending at t - L.
-    Computed once per frame and kept in the ring, so training pairs cost nothing extra."""
+    windows: tuple[int, ...] = (8, 32, 128)
+    """Windows in frames of the causal temporal statistics fed to the slow (longest-lag)
+    network as extra channels: for target t, the statistic of each window of frames ending
+    at t - L. Computed once per frame and kept in the ring, so training pairs cost nothing extra."""
+    statistic: Literal["clipped_mean", "median"] = "clipped_mean"
+    """Per-pixel statistic of each window: 'clipped_mean' (the mean of the values within
+    -4 .. +clip noise levels of the median: spots cut out, noise averaged) or 'median'."""
+    clip: float = Field(2.0, gt=0, le=20)
+    """'clipped_mean': values above median + clip x noise level are left out (spots)."""
     slow_skip: bool = True
-    """With ``medians``: the slow network predicts a correction to the longest-window median
-    (untrained, it returns that median; training learns what to add)."""
+    """With ``windows``: the slow network predicts a correction to the longest-window
+    statistic (untrained, it returns that plane; training learns what to add)."""
+    gate_decay: float = Field(0.95, ge=0, lt=1)
+    """With ``slow_skip``: the network's correction is scaled by its least-squares weight on
+    the frames that arrive after it was made (held out), summed with this decay per frame;
+    0 uses the correction unscaled. See CorrectionGate in engine/cascade.py."""
+    change_ratio: float = Field(1.3, ge=0)
+    """Sudden-change detector: a frame whose robust mean squared difference from the median
+    of the 8 frames before it exceeds this multiple of its recent level, twice in a row,
+    starts a new segment (0 turns the detector off). See engine/change.py."""
+    settle: int = Field(24, ge=0, le=4096)
+    """After a sudden change, frames (beyond the longest lag) during which slow is the
+    longest-window statistic of the frames since the change, before the network resumes."""
     warmup_median: int = Field(16, ge=1, le=256)
-    """Window in frames of the causal running median used for slow during warm-up."""
+    """Without ``windows``: window in frames of the causal running median used for slow
+    during warm-up (with them, the longest window's statistic is used)."""
     device: str = "auto"
     """'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
     threads: int = Field(0, ge=0, le=256)
@@ -42,11 +59,11 @@ class ModelConfig(Settings):
     seed: int = 0
     """Seed for weight initialisation and training crops."""
 
-    @field_validator("medians")
+    @field_validator("windows")
     @classmethod
     def _windows_positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
         if any(w < 1 or w > 1024 for w in v):
-            raise ValueError(f"median windows must be 1..1024 frames, got {list(v)}")
+            raise ValueError(f"windows must be 1..1024 frames, got {list(v)}")
         return v
 
     @field_validator("lags")
@@ -81,13 +98,19 @@ class TrainConfig(Settings):
     """Frames kept in the ring beyond the longest lag; training targets are drawn from them."""
     lr: float = Field(1e-3, gt=0, le=1.0)
     """Adam learning rate."""
-    slow_loss: Literal["l1", "mse", "huber"] = "l1"
-    """Loss of the slow (longest-lag) stage; L1 learns the conditional median."""
+    slow_loss: Literal["clipped", "l1", "mse", "huber"] = "l1"
+    """Loss of the slow (longest-lag) stage. 'clipped': squared error against the frame with
+    bright outliers (spots) cut to the longest window's clipped mean + model.clip noise levels,
+    so it learns the background's mean (needs model.statistic = 'clipped_mean'; otherwise
+    plain squared error); 'l1' learns the conditional median (of integer counts: an integer)."""
     fast_loss: Literal["l1", "mse", "huber"] = "mse"
     """Loss of the shorter-lag stages."""
     stages_per_step: Literal["all", "rotate"] = "rotate"
     """'all': each step trains every lag; 'rotate': the slow stage every step and one
     shorter lag in turn (cheaper on CPU)."""
+    ema: float = Field(0.95, ge=0, lt=1)
+    """Inference uses an exponential moving average of the trained weights with this decay
+    per step (0: the trained weights themselves)."""
     grad_clip: float = Field(1.0, gt=0)
     """Gradient-norm clip; a step whose gradient is not finite is skipped and counted."""
     init: str | None = None

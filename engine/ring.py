@@ -25,6 +25,10 @@ class Ring:
         self.count = 0  # positions pushed so far
         self.data: torch.Tensor | None = None
         self.valid = torch.zeros(capacity, dtype=torch.bool, device=self.device)
+        # Segments: a sudden change (engine/change.py) starts a new one. Windows never reach
+        # back across the start of their segment and training pairs never straddle one.
+        self.segment_start = 0
+        self.segment = torch.zeros(capacity, dtype=torch.int64)
 
     @property
     def shape(self) -> tuple[int, int] | None:
@@ -41,8 +45,33 @@ class Ring:
         slot = pos % self.capacity
         self.data[0, slot].copy_(frame)
         self.valid[slot] = valid
+        self.segment[slot] = self.segment_start
         self.count += 1
         return pos
+
+    def start_segment(self, pos: int) -> None:
+        """Begin a new segment at ``pos`` (held positions from ``pos`` on join it)."""
+        assert self.holds(pos), f"position {pos} not in ring"
+        self.segment_start = pos
+        for p in range(pos, self.count):
+            self.segment[p % self.capacity] = pos
+
+    def segment_of(self, positions: torch.Tensor) -> torch.Tensor:
+        """Segment start of each held position (same shape as ``positions``)."""
+        return self.segment[self.slots(positions.cpu())]
+
+    def window(self, pos: int, window: int) -> torch.Tensor:
+        """Channel 0 over the ``window`` positions ending at ``pos``, within its segment -> (n, H, W)."""
+        seg = int(self.segment[pos % self.capacity])
+        first = max(self.oldest(), pos - window + 1, seg)
+        return self.gather(0, torch.arange(first, pos + 1))
+
+    def clear(self) -> None:
+        """Forget every position (the storage stays allocated)."""
+        self.count = 0
+        self.segment_start = 0
+        self.valid.zero_()
+        self.segment.zero_()
 
     def oldest(self) -> int:
         """Oldest position still held."""
@@ -71,10 +100,9 @@ class Ring:
         self.data[channel, pos % self.capacity].copy_(plane)
 
     def running_median(self, pos: int, window: int) -> torch.Tensor:
-        """Causal temporal median of channel 0 over the ``window`` positions ending at ``pos``."""
-        first = max(self.oldest(), pos - window + 1)
-        positions = torch.arange(first, pos + 1)
-        return temporal_median(self.gather(0, positions))
+        """Causal temporal median of channel 0 over the ``window`` positions ending at ``pos``
+        (not reaching back before the start of its segment)."""
+        return temporal_median(self.window(pos, window))
 
 
 def temporal_median(stack: torch.Tensor) -> torch.Tensor:

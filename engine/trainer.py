@@ -5,6 +5,7 @@ stopped at the earlier stages (their outputs are stored in the ring, detached).
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ _LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l1": F.l1_loss,
     "mse": F.mse_loss,
     "huber": F.smooth_l1_loss,
+    "clipped": F.mse_loss,  # on targets with spots clipped (Cascade.slow_target)
 }
 
 
@@ -42,6 +44,10 @@ class OnlineTrainer:
         self.cascade = cascade
         self.cfg = cfg
         self.opts = [torch.optim.Adam(n.parameters(), lr=cfg.lr) for n in cascade.nets]
+        # Inference reads an exponential average of the trained weights: one step's noise
+        # (a batch of 8 noisy crops) is averaged out instead of landing in the output.
+        if cfg.ema > 0:
+            cascade.infer_nets = [copy.deepcopy(n).eval() for n in cascade.nets]
         self.gen = torch.Generator().manual_seed(cascade.cfg.seed + 1)
         self.version = 0  # steps completed; every output row records it
         self.skipped = 0  # steps skipped for a non-finite loss or gradient
@@ -102,11 +108,16 @@ class OnlineTrainer:
         targets = torch.randint(lo, hi + 1, (cfg.batch,), generator=self.gen)
         pos = c.input_positions(stage, targets)
         ok = ring.valid[ring.slots(targets)].cpu() & ring.valid[ring.slots(pos)].all(dim=1).cpu()
+        # a pair whose inputs lie before a sudden change and target after it teaches nothing
+        ok &= (ring.segment_of(pos) == ring.segment_of(targets).reshape(-1, 1)).all(dim=1)
         if not bool(ok.any()):
             return None
         targets = targets[ok]
         x = c.stage_inputs(stage, targets)
-        y = ring.gather(stage, targets).unsqueeze(1)
+        if stage == 0:
+            y = c.slow_target(targets, c.cfg.clip if cfg.slow_loss == "clipped" else None)
+        else:
+            y = ring.gather(stage, targets).unsqueeze(1)
         h, w = x.shape[-2:]
         ch, cw = min(cfg.crop, h), min(cfg.crop, w)
         ys = torch.randint(0, h - ch + 1, (len(targets),), generator=self.gen).tolist()
@@ -136,5 +147,9 @@ class OnlineTrainer:
             opt.zero_grad(set_to_none=True)
             return None
         opt.step()
+        if self.cascade.infer_nets is not None:
+            with torch.no_grad():
+                avg = list(self.cascade.infer_nets[stage].parameters())
+                torch._foreach_lerp_(avg, list(net.parameters()), 1.0 - self.cfg.ema)
         self.cascade.stage_steps[stage] += 1
         return float(loss.detach())

@@ -1,5 +1,5 @@
-"""The slow stage's temporal features: causal running medians kept in the ring, and a
-slow network that starts from the longest of them."""
+"""The slow stage's temporal features: causal windowed statistics (medians, clipped means)
+kept in the ring, and a slow network that starts from the longest of them."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,10 +7,11 @@ import torch
 
 from engine.cascade import Cascade
 from engine.config import ModelConfig
+from engine.features import clipped_mean
 
 
 def test_median_planes_are_causal_running_medians(noise_stack):
-    cfg = ModelConfig(lags=(4, 2, 1), base_channels=4, levels=1, device="cpu", medians=(3, 8))
+    cfg = ModelConfig(lags=(4, 2, 1), base_channels=4, levels=1, device="cpu", windows=(3, 8), statistic="median")
     c = Cascade(cfg, history=16, warmup_steps=1000)
     for t, frame in enumerate(noise_stack):
         out = c.infer(torch.from_numpy(frame.astype(np.float32)))
@@ -21,7 +22,8 @@ def test_median_planes_are_causal_running_medians(noise_stack):
 
 
 def test_untrained_slow_network_returns_the_longest_median(noise_stack):
-    cfg = ModelConfig(lags=(4, 2, 1), base_channels=4, levels=1, device="cpu", medians=(3, 8), slow_skip=True)
+    cfg = ModelConfig(lags=(4, 2, 1), base_channels=4, levels=1, device="cpu", windows=(3, 8), statistic="median",
+                      slow_skip=True, gate_decay=0)
     c = Cascade(cfg, history=16, warmup_steps=0)  # networks used from the first full window
     outs = [c.infer(torch.from_numpy(f.astype(np.float32))) for f in noise_stack]
     t = len(noise_stack) - 1
@@ -32,8 +34,33 @@ def test_untrained_slow_network_returns_the_longest_median(noise_stack):
     assert np.allclose(slow, want, atol=1e-3)
 
 
-def test_without_medians_the_network_sees_only_past_frames():
-    cfg = ModelConfig(lags=(4,), base_channels=4, levels=1, device="cpu", medians=())
+def test_without_windows_the_network_sees_only_past_frames():
+    cfg = ModelConfig(lags=(4,), base_channels=4, levels=1, device="cpu", windows=())
     c = Cascade(cfg, history=8, warmup_steps=0)
     assert c.nets[0].down[0][0].in_channels == 1 and c.features.count == 0
     assert c.ring.data is None and c.ring.channels == 1
+
+
+def test_clipped_mean_cuts_spots_and_averages_the_rest():
+    rng = np.random.default_rng(0)
+    stack = rng.normal(100.0, 5.0, (64, 32, 32)).astype(np.float32)
+    stack[::4, 10:14, 10:14] += 200.0  # a spot over a quarter of the frames
+    mean, noise = clipped_mean(torch.from_numpy(stack), clip=2.0)
+    # spots are cut: the spotted pixels come out like the rest, near the true 100
+    assert abs(float(mean[10:14, 10:14].mean()) - 100.0) < 1.5
+    assert abs(float(mean.mean()) - 100.0) < 0.5
+    # and the kept values are averaged: far less noisy than one frame (5) or a median of 64
+    assert float(mean[20:, 20:].std()) < 0.8
+    assert abs(float(noise[20:, 20:].mean()) - 5.0) < 1.0
+
+
+def test_clipped_mean_planes_match_the_statistic_of_each_window(noise_stack):
+    cfg = ModelConfig(lags=(4, 2, 1), base_channels=4, levels=1, device="cpu", windows=(3, 8))
+    c = Cascade(cfg, history=16, warmup_steps=1000)
+    for t, frame in enumerate(noise_stack):
+        out = c.infer(torch.from_numpy(frame.astype(np.float32)))
+        for j, w in enumerate((3, 8)):
+            window = (noise_stack[max(0, t - w + 1) : t + 1].astype(np.float32) - c.norm.offset) / c.norm.scale
+            want, _ = clipped_mean(torch.from_numpy(window), cfg.clip)
+            got = c.ring.plane(c.features.first + j, out.position)
+            assert torch.allclose(got, want, atol=1e-5), (t, w)

@@ -133,7 +133,7 @@ def run_scene(name: str, frames: int, size: int, seed: int, steps: int, grid: Se
     cfg = bench_config(lagsplit_overrides(frames, steps, overrides), init=init)
     run = run_engine(scene.movie, cfg)
     m = cfg.model
-    setting = f"{steps} step(s)/frame, lags {list(m.lags)}, medians {list(m.medians)}"
+    setting = f"{steps} step(s)/frame, lags {list(m.lags)}, windows {list(m.windows)} ({m.statistic})"
     scores.append(score(run.slow, scene, first, LAGSPLIT, setting, run.seconds))
     log(f"  {name}: lagsplit {scores[-1].slow:.3f} / F1 {scores[-1].f1:.3f} ({run.seconds:.0f} s)")
     for method in grid:
@@ -172,7 +172,7 @@ def run_quality(scenes: Sequence[str] | None = None, frames: int = 300, size: in
         log(f"scene {name} ({frames} frames of {size}x{size})")
         results.append(run_scene(name, frames, size, seed, steps, grid, robust, out_dir, overrides, init, log))
     m = bench_config(lagsplit_overrides(frames, steps, overrides), init=init)
-    desc = (f"{steps} step(s)/frame, lags {list(m.model.lags)}, medians {list(m.model.medians)}, "
+    desc = (f"{steps} step(s)/frame, lags {list(m.model.lags)}, windows {list(m.model.windows)} ({m.model.statistic}), "
             f"warm-up {m.train.warmup_steps} steps, batch {m.train.batch} x {m.train.crop} px crops, "
             f"{m.model.threads} torch thread(s)" + (f", from weights {init}" if init else ""))
     return QualityRun(results, steps, desc, time.perf_counter() - t0, quick=quick)

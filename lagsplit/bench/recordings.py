@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.config import ModelConfig
+
 from ..figure import panel_figure
 from ..metrics import nrmse, slowness
 from .baselines import MOG2, ExponentialAverage, OnlineMethod, RunningMedian
@@ -147,15 +149,15 @@ def _baseline_scores(movie: np.ndarray, keep: np.ndarray, methods: list[OnlineMe
 def run_recording(rec: Recording, out_dir: Path | None, steps: int = 1) -> RecordingResult:
     t = len(rec.movie)
     steps_here = max(steps, 8) if t < 60 else steps
-    medians = [w for w in (8, 32, 64) if w <= t // 2] or [max(2, t // 3)]  # windows the recording can fill
-    overrides = {"model": {"lags": list(rec.lags), "medians": medians},
+    windows = [w for w in ModelConfig().windows if w <= t // 2] or [max(2, t // 3)]  # windows it can fill
+    overrides = {"model": {"lags": list(rec.lags), "windows": windows},
                  "train": {"mode": "fixed", "steps_per_frame": steps_here, "warmup_steps": 4 * steps_here,
                            "history": min(64, max(8, t))}}
     cfg = bench_config(overrides)
     run = run_engine(rec.movie, cfg)
     raw = rec.movie.astype(np.float32)
     keep = ~run.warmup
-    setting = f"lags {list(rec.lags)}, medians {medians}, {steps_here} step(s)/frame, warm-up {4 * steps_here} steps"
+    setting = f"lags {list(rec.lags)}, windows {windows}, {steps_here} step(s)/frame, warm-up {4 * steps_here} steps"
     res = RecordingResult(rec.name, rec.source, tuple(rec.movie.shape), int(keep.sum()), setting)
     if keep.sum() >= 2:
         res.scores.append(RecordingScore("lagsplit", setting, slowness(run.slow[keep], raw[keep]),

@@ -1,0 +1,88 @@
+"""Sudden-change detection: an illumination step, a stage jump, a refocus.
+
+Slow is predicted from frames at least one lag old, from windows of up to 128 frames;
+after a sudden change all of those describe a sample that is gone. The detector notices
+the change from the frames themselves, and the cascade then starts a new segment: no
+window reaches back across it, no training pair straddles it, and until the windows
+have refilled slow is the statistic of the frames since the change (DESIGN.md §1).
+
+The test statistic of frame t is the mean of the lowest 75 % of the squared
+differences between the frame and the median of the 8 frames before it (the highest
+quarter, where spots move, is left out). It is compared with its own median over the
+last 16 frames; a sample that moves, bleaches or blinks keeps the ratio within a few
+per cent of 1, a step or a jump of the whole field lifts it far above. Two frames in a
+row above ``ratio`` make a change, dated to the first of them.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+
+from .ring import Ring, temporal_median
+
+REFERENCE = 8  # frames whose median the new frame is compared with
+HISTORY = 16  # past values of the statistic its level is taken from
+KEEP = 0.75  # fraction of the squared differences averaged (the rest: moving spots)
+MAX_PIXELS = 1 << 16  # the statistic reads at most this many pixels (evenly strided)
+
+
+class ChangeDetector:
+    """Feed it every pushed position (``observe``); it answers the position where a new
+    segment starts when it sees a sudden change, else None."""
+
+    def __init__(self, ring: Ring, ratio: float) -> None:
+        self.ring, self.ratio = ring, ratio
+        self.levels: deque[float] = deque(maxlen=HISTORY)
+        self.pending: int | None = None  # a position above the threshold, awaiting a second
+        self.last_ratio = 1.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.ratio > 0
+
+    def reset(self) -> None:
+        self.levels.clear()
+        self.pending = None
+
+    @torch.no_grad()
+    def statistic(self, pos: int) -> float | None:
+        """Robust mean squared difference of ``pos`` from the median of the frames before it."""
+        ring = self.ring
+        seg = int(ring.segment[pos % ring.capacity])
+        first = max(ring.oldest(), seg, pos - REFERENCE)
+        if pos - first < REFERENCE:
+            return None
+        positions = torch.arange(first, pos)
+        if not bool(ring.valid[ring.slots(positions)].all()) or not bool(ring.valid[pos % ring.capacity]):
+            return None
+        ref = temporal_median(ring.gather(0, positions))
+        d2 = (ring.plane(0, pos) - ref).square().reshape(-1)
+        if d2.numel() > MAX_PIXELS:
+            d2 = d2[:: d2.numel() // MAX_PIXELS]
+        k = max(1, int(KEEP * d2.numel()))
+        low = torch.topk(d2, k, largest=False, sorted=False).values
+        return float(low.mean())
+
+    def observe(self, pos: int) -> int | None:
+        """Look at the frame just pushed at ``pos``; the start of a new segment, or None."""
+        if not self.enabled:
+            return None
+        stat = self.statistic(pos)
+        if stat is None:
+            return None
+        if len(self.levels) < HISTORY // 2:
+            self.levels.append(stat)
+            return None
+        level = sorted(self.levels)[len(self.levels) // 2]
+        self.last_ratio = stat / max(level, 1e-12)
+        if self.last_ratio <= self.ratio:
+            self.pending = None
+            self.levels.append(stat)
+            return None
+        if self.pending is None:
+            self.pending = pos  # wait for a second frame: a single odd frame is not a change
+            return None
+        start = self.pending
+        self.reset()
+        return start

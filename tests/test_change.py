@@ -1,0 +1,62 @@
+"""Sudden changes (an illumination step, a stage jump): detected from the frames, a new
+segment started, and slow back on the new scene within the settling time."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from adapters.scenes import brownian_scene, jump_scene, step_scene
+from engine.cascade import Cascade
+from engine.config import ModelConfig
+from lagsplit.metrics import nrmse
+
+FRAMES, SIZE = 120, 64
+
+
+def _run(movie: np.ndarray, **model) -> tuple[Cascade, np.ndarray]:
+    """Untrained networks (zero head: slow is the longest window's statistic) over ``movie``."""
+    cfg = ModelConfig(lags=(8,), base_channels=4, levels=1, device="cpu", **model)
+    c = Cascade(cfg, history=8, warmup_steps=0)
+    slow = []
+    for frame in movie:
+        out = c.infer(torch.from_numpy(frame.astype(np.float32)))
+        slow.append(out.slow.numpy() * c.norm.scale + c.norm.offset)
+    return c, np.stack(slow)
+
+
+@pytest.mark.parametrize("make", [step_scene, jump_scene], ids=["step", "jump"])
+def test_a_sudden_change_is_found_where_it_happened(make):
+    scene = make(frames=FRAMES, size=SIZE, seed=3)
+    c, _ = _run(scene.movie)
+    assert c.changes == [scene.meta["change_at"]]
+
+
+def test_a_moving_sample_is_not_a_change():
+    scene = brownian_scene(frames=FRAMES, size=SIZE, seed=3)
+    c, _ = _run(scene.movie)
+    assert c.changes == []
+
+
+def test_after_a_change_no_window_reaches_back_across_it():
+    scene = step_scene(frames=FRAMES, size=SIZE, seed=3)
+    c, _ = _run(scene.movie[:85], windows=(8, 32))
+    at = c.changes[0]
+    pos = c.ring.count - 1
+    assert c.ring.segment_start == at and int(c.ring.segment_of(torch.tensor([pos]))[0]) == at
+    stack = torch.from_numpy((scene.movie[at : pos + 1].astype(np.float32) - c.norm.offset) / c.norm.scale)
+    from engine.features import clipped_mean
+
+    want, _ = clipped_mean(stack, c.cfg.clip)
+    assert torch.allclose(c.features.plane(1, pos), want, atol=1e-5)
+
+
+def test_slow_settles_on_the_new_scene_instead_of_the_old_one():
+    scene = step_scene(frames=FRAMES, size=SIZE, seed=3)
+    at = scene.meta["change_at"]
+    after = slice(at + 8, FRAMES)
+    _, found = _run(scene.movie)
+    _, blind = _run(scene.movie, change_ratio=0)
+    err_found = nrmse(found[after], scene.slow[after])
+    err_blind = nrmse(blind[after], scene.slow[after])
+    assert err_found < 0.5 * err_blind, (err_found, err_blind)
