@@ -96,7 +96,7 @@ class TrainConfig(Settings):
     """Side in pixels of the random training crops (whole frame when smaller)."""
     history: int = Field(64, ge=1, le=4096)
     """Frames kept in the ring beyond the longest lag; training targets are drawn from them."""
-    lr: float = Field(1e-3, gt=0, le=1.0)
+    lr: float = Field(2e-3, gt=0, le=1.0)
     """Adam learning rate."""
     slow_loss: Literal["clipped", "l1", "mse", "huber"] = "l1"
     """Loss of the slow (longest-lag) stage. 'clipped': squared error against the frame with
