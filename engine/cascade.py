@@ -114,8 +114,11 @@ class Cascade:
         torch.manual_seed(cfg.seed)
         in_ch = cfg.context + (1 if cfg.median_channel else 0)
         longest = self.features.longest()
-        skip = in_ch + longest if cfg.slow_skip and longest is not None else None
-        self.nets = [LagUNet(in_ch + (n_feat if k == 0 else 0), cfg.base_channels, cfg.levels,
+        # the slow network reads the past frames and the window statistics, or (slow_frames
+        # off) the statistics alone
+        slow_frames = in_ch if cfg.slow_frames or not n_feat else 0
+        skip = slow_frames + longest if cfg.slow_skip and longest is not None else None
+        self.nets = [LagUNet((slow_frames + n_feat) if k == 0 else in_ch, cfg.base_channels, cfg.levels,
                              skip_channel=skip if k == 0 else None).to(self.device)
                      for k in range(len(self.lags))]
         self.gate = CorrectionGate(cfg.gate_decay) if cfg.gate_decay > 0 else None
@@ -148,8 +151,8 @@ class Cascade:
             x = torch.cat([x, med], dim=1)
         if stage == 0 and self.features.count:
             last = pos[:, 0]
-            feats = [self.ring.gather(self.features.first + j, last) for j in range(self.features.count)]
-            x = torch.cat([x, torch.stack(feats, dim=1)], dim=1)
+            feats = torch.stack([self.ring.gather(self.features.first + j, last) for j in range(self.features.count)], 1)
+            x = torch.cat([x, feats], dim=1) if self.cfg.slow_frames else feats
         return x
 
     @property
@@ -245,6 +248,7 @@ class Cascade:
         """Forget the frames held (a new stream, or another pass over a stack); weights,
         normaliser and training counts stay. The ring's storage is kept, not reallocated."""
         self.ring.clear()
+        self.features.reset()
         self.detector.reset()
         if self.gate is not None:
             self.gate = CorrectionGate(self.gate.decay)
@@ -270,7 +274,7 @@ class Cascade:
             raise ValueError(f"weights in {path} are for lags {state['lags']}, this run uses {list(self.lags)}")
         mine = self.cfg.model_dump(mode="json")
         defaults = type(self.cfg)().model_dump(mode="json")
-        for key in ("base_channels", "levels", "context", "median_channel", "windows", "statistic", "slow_skip"):
+        for key in ("base_channels", "levels", "context", "median_channel", "windows", "statistic", "slow_frames", "slow_skip"):
             saved = state["model"].get(key, defaults[key])
             if saved != mine[key]:
                 raise ValueError(f"weights in {path} have model.{key} = {saved!r}, this run uses {mine[key]!r}")

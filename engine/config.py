@@ -35,6 +35,9 @@ class ModelConfig(Settings):
     -4 .. +clip noise levels of the median: spots cut out, noise averaged) or 'median'."""
     clip: float = Field(2.0, gt=0, le=20)
     """'clipped_mean': values above median + clip x noise level are left out (spots)."""
+    slow_frames: bool = False
+    """With ``windows``: the slow network also reads the past frame(s) x[t-L] themselves;
+    off, it reads only the window statistics (which leave spots out)."""
     slow_skip: bool = True
     """With ``windows``: the slow network predicts a correction to the longest-window
     statistic (untrained, it returns that plane; training learns what to add)."""
@@ -96,7 +99,7 @@ class TrainConfig(Settings):
     """Side in pixels of the random training crops (whole frame when smaller)."""
     history: int = Field(64, ge=1, le=4096)
     """Frames kept in the ring beyond the longest lag; training targets are drawn from them."""
-    lr: float = Field(2e-3, gt=0, le=1.0)
+    lr: float = Field(3e-3, gt=0, le=1.0)
     """Adam learning rate."""
     slow_loss: Literal["clipped", "l1", "mse", "huber"] = "l1"
     """Loss of the slow (longest-lag) stage. 'clipped': squared error against the frame with

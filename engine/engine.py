@@ -70,7 +70,7 @@ class Engine:
         self._t0 = 0.0
         self._last_preview_t = -1e9
         self._preview: Preview | None = None
-        self.counts = dict(received=0, processed=0, rejected=0, dropped=0, gaps=0, nonfinite=0)
+        self.counts = dict(received=0, processed=0, rejected=0, dropped=0, gaps=0, nonfinite=0, changes=0)
         self._in_rate, self._out_rate, self._train_rate = RateMeter(), RateMeter(), RateMeter()
         self._latency = LatencyStats()
         self._warmup = True
@@ -148,6 +148,7 @@ class Engine:
                 dropped=counts["dropped"],
                 gaps=counts["gaps"],
                 nonfinite=counts["nonfinite"],
+                changes=counts["changes"],
                 queue_depth=self._q.qsize(),
                 queue_capacity=self.rt.queue,
                 in_rate_hz=self._in_rate.rate(now),
@@ -242,7 +243,14 @@ class Engine:
             with self._lock:
                 self.counts["nonfinite"] += 1
             log.warning("frame %d has NaN or Inf pixels: emitted, not trained on", frame.index)
+        seen = len(self.cascade.changes)
         out = self.cascade.infer(x, valid)
+        if len(self.cascade.changes) > seen:
+            with self._lock:
+                self.counts["changes"] += 1
+            log.warning("sudden change detected at frame %d: windows restart there, slow settles for %d frames",
+                        frame.index - (out.position - self.cascade.changes[-1]),
+                        self.cascade.settle_until - self.cascade.changes[-1])
         slow, fast, comps, resid = self.cascade.to_adu(out, arr, self.components)
         done = self.clock()
         latency = (done - frame.arrival) * 1000.0 if frame.arrival else 0.0

@@ -25,16 +25,13 @@ from torch.nn import functional as F
 from .ring import Ring, temporal_median
 
 NOISE_SMOOTH = 7  # px, box over which the per-pixel noise level is averaged
+REFRESH_DIV = 16  # a window of w frames re-sorts for its median and bounds every w // 16 frames
 LOW_CLIP = 4.0  # dark outliers kept down to median - 4 s (spots are bright)
 
 
-def clipped_mean(stack: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean over dim 0 of the values within ``-4 s .. +clip s`` of the median, and the noise
-    level ``s`` (see module doc). Fewer than 4 values: their median, and a zero noise level."""
+def clip_bounds(stack: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(median, low bound, high bound, noise level) of a window (n >= 4 values over dim 0)."""
     n = stack.shape[0]
-    if n < 4:
-        med = temporal_median(stack)
-        return med, torch.zeros_like(med)
     ordered = stack.sort(dim=0).values
     med = ordered[n // 2] if n % 2 else 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])
     q25 = ordered[(n - 1) // 4]
@@ -42,10 +39,29 @@ def clipped_mean(stack: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.
     var = F.avg_pool2d(var[None, None], NOISE_SMOOTH, stride=1, padding=NOISE_SMOOTH // 2,
                        count_include_pad=False)[0, 0]
     s = var.sqrt().clamp_min(1e-6)
-    keep = (ordered <= med + clip * s) & (ordered >= med - LOW_CLIP * s)
-    kept = keep.sum(dim=0)
-    mean = torch.where(kept > 0, (ordered * keep).sum(dim=0) / kept.clamp_min(1), med)
-    return mean, s
+    return med, med - LOW_CLIP * s, med + clip * s, s
+
+
+def bounded_mean(chunks: list[torch.Tensor], lo: torch.Tensor, hi: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """Mean over the frames of ``chunks`` (each (n, H, W)) of the values within [lo, hi]
+    per pixel; ``fallback`` where none is."""
+    total = torch.zeros_like(fallback)
+    kept = torch.zeros_like(fallback)
+    for c in chunks:
+        keep = (c >= lo) & (c <= hi)
+        total += torch.where(keep, c, 0.0).sum(dim=0)
+        kept += keep.sum(dim=0)
+    return torch.where(kept > 0, total / kept.clamp_min(1), fallback)
+
+
+def clipped_mean(stack: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean over dim 0 of the values within ``-4 s .. +clip s`` of the median, and the noise
+    level ``s`` (see module doc). Fewer than 4 values: their median, and a zero noise level."""
+    if stack.shape[0] < 4:
+        med = temporal_median(stack)
+        return med, torch.zeros_like(med)
+    med, lo, hi, s = clip_bounds(stack, clip)
+    return bounded_mean([stack], lo, hi, med), s
 
 
 class TemporalFeatures:
@@ -65,6 +81,8 @@ class TemporalFeatures:
         self.windows = tuple(windows)
         self.count = len(self.windows)
         self.statistic, self.clip = statistic, clip
+        # per window: (position, segment, median, low, high, noise) of its last sort
+        self._bounds: list[tuple | None] = [None] * self.count
 
     def longest(self) -> int | None:
         """Index of the smoothest plane (the longest window); None without features."""
@@ -79,17 +97,38 @@ class TemporalFeatures:
 
     @torch.no_grad()
     def update(self, pos: int) -> None:
-        """Compute the planes for the frame just pushed at ``pos`` (from the frames up to it)."""
+        """Compute the planes for the frame just pushed at ``pos`` (from the frames up to it).
+
+        The clipped mean sorts a window (for its median and bounds) only every
+        ``w // REFRESH_DIV`` frames once the window is full; in between, the bounds of the
+        last sort are kept and the mean of the values within them is taken over the current
+        window, read in place from the ring. A 128-frame window's bounds are then at most
+        7 frames old, against the 64 frames by which the window itself lags."""
         longest = self.longest()
+        seg = int(self.ring.segment_of(torch.tensor([pos]))[0])
         for j, w in enumerate(self.windows):
-            stack = self.ring.window(pos, w)
             if self.statistic == "median":
-                self.ring.write(self.first + j, pos, temporal_median(stack))
+                self.ring.write(self.first + j, pos, temporal_median(self.ring.window(pos, w)))
                 continue
-            mean, noise = clipped_mean(stack, self.clip)
+            chunks = self.ring.window_chunks(pos, w)
+            n = sum(c.shape[0] for c in chunks)
+            if n < 4:
+                mean = temporal_median(self.ring.window(pos, w))
+                noise = torch.zeros_like(mean)
+            else:
+                b = self._bounds[j]
+                if b is None or n < w or b[1] != seg or pos - b[0] >= max(1, w // REFRESH_DIV) or pos < b[0]:
+                    b = (pos, seg, *clip_bounds(self.ring.window(pos, w), self.clip))
+                    self._bounds[j] = b
+                _, _, med, lo, hi, noise = b
+                mean = bounded_mean(chunks, lo, hi, med)
             self.ring.write(self.first + j, pos, mean)
             if j == longest:
                 self.ring.write(self.first + self.count, pos, noise)
+
+    def reset(self) -> None:
+        """Forget the cached bounds (a new stream)."""
+        self._bounds = [None] * self.count
 
     def plane(self, j: int, pos: int) -> torch.Tensor:
         return self.ring.plane(self.first + j, pos)

@@ -21,7 +21,7 @@ from .frame import Decomposition
 log = logging.getLogger("lagsplit.hdf5")
 
 GAP_REASONS = ("dropped", "rejected", "missing")
-COUNTER_NAMES = ("received", "processed", "rejected", "dropped", "gaps", "nonfinite", "train_skipped")
+COUNTER_NAMES = ("received", "processed", "rejected", "dropped", "gaps", "nonfinite", "train_skipped", "changes")
 MIN_FREE_BYTES = 16 * 2**20
 
 

@@ -72,7 +72,7 @@ def render(st: Status, width: int = 24) -> Group:
               f"{_fmt(st.out_rate_hz)} fr/s ({st.processed} processed)")
     t.add_row("queue", f"{st.queue_depth}/{st.queue_capacity}", "latency",
               f"p50 {_fmt(st.latency_p50_ms, ' ms')}  p99 {_fmt(st.latency_p99_ms, ' ms')}")
-    t.add_row("dropped", str(st.dropped), "rejected", f"{st.rejected}   gaps {st.gaps}   non-finite {st.nonfinite}")
+    t.add_row("dropped", str(st.dropped), "rejected", f"{st.rejected}   gaps {st.gaps}   non-finite {st.nonfinite}   changes {st.changes}")
     losses = "  ".join(f"L{lag}: {_fmt(loss, digits=3)}" for lag, loss in zip(st.lags, st.loss))
     t.add_row("training", f"{_fmt(st.train_rate_hz)} steps/s, {st.train_skipped} skipped", "loss", losses)
     t.add_row("model", f"v{st.model_version}" + ("  [yellow]warm-up[/]" if st.warmup else ""), "frame",

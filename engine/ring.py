@@ -99,6 +99,17 @@ class Ring:
         assert self.data is not None and self.holds(pos)
         self.data[channel, pos % self.capacity].copy_(plane)
 
+    def window_chunks(self, pos: int, window: int) -> list[torch.Tensor]:
+        """The same frames as :meth:`window`, as views into the storage (one or two
+        contiguous runs of slots, oldest first): nothing is copied."""
+        assert self.data is not None
+        seg = int(self.segment[pos % self.capacity])
+        first = max(self.oldest(), pos - window + 1, seg)
+        a, b = first % self.capacity, pos % self.capacity
+        if a <= b:
+            return [self.data[0, a : b + 1]]
+        return [self.data[0, a:], self.data[0, : b + 1]]
+
     def running_median(self, pos: int, window: int) -> torch.Tensor:
         """Causal temporal median of channel 0 over the ``window`` positions ending at ``pos``
         (not reaching back before the start of its segment)."""

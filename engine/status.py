@@ -48,6 +48,7 @@ class Status:
     dropped: int
     gaps: int
     nonfinite: int
+    changes: int
     queue_depth: int
     queue_capacity: int
     in_rate_hz: float

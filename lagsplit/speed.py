@@ -48,8 +48,11 @@ def _time_ms(fn, repeat: int) -> float:
 
 
 def kernel_numbers(size: int, repeat: int, model: ModelConfig, train: TrainConfig) -> dict:
-    """Per-frame inference (network and warm-up median paths) and one training step, in ms."""
-    movie = _movie(size, model.lags[0] + train.history + 8)
+    """Per-frame inference (network and warm-up paths), the window statistics alone (as
+    run: bounds re-sorted every w // 16 frames; and re-sorted every frame), and one
+    training step, in ms."""
+    # enough frames to fill the longest window, so the steady state is what is timed
+    movie = _movie(size, max(model.lags[0] + train.history, max(model.windows, default=0)) + 16)
     c = Cascade(model, train.history, warmup_steps=0)
     tr = OnlineTrainer(c, train)
     tr_all = OnlineTrainer(c, train.model_copy(update={"stages_per_step": "all"}))
@@ -72,16 +75,26 @@ def kernel_numbers(size: int, repeat: int, model: ModelConfig, train: TrainConfi
         c.to_adu(out, movie[0], False)
         c.stage_steps, c.warmup_steps = saved, 0
 
+    def features_cached():
+        c.features.update(c.ring.count - 1)
+
+    def features_sorted():
+        c.features.reset()  # forget the bounds: sort the windows again
+        c.features.update(c.ring.count - 1)
+
     infer_net()
     tr.step()
     res = {"size": size}
     # interleave the measurements so drifting machine load hits them alike
-    net, med, rot, all_ = [], [], [], []
+    net, med, rot, all_, fc, fs = [], [], [], [], [], []
     for _ in range(repeat):
         net.append(_time_ms(infer_net, 1))
         med.append(_time_ms(infer_median, 1))
         rot.append(_time_ms(tr.step, 1))
         all_.append(_time_ms(tr_all.step, 1))
+        fc.append(_time_ms(features_cached, 1))
+        fs.append(_time_ms(features_sorted, 1))
+    res.update(feat_ms=statistics.median(fc), feat_sort_ms=statistics.median(fs))
     res.update(infer_ms=statistics.median(net), median_ms=statistics.median(med),
                step_rotate_ms=statistics.median(rot), step_all_ms=statistics.median(all_),
                ring_mib=c.ring.data.numel() * 4 / 2**20)
@@ -139,15 +152,17 @@ def run_speed(sizes: list[int], frames: int, repeat: int, threads: int, write: b
         f"Command: `{cmd}`  ",
         f"Machine: {machine()}  ",
         f"Model: lags {list(model.lags)}, U-Net base {model.base_channels} channels, {model.levels} levels; "
-        f"training batch {train.batch} crops of {train.crop} px.",
+        f"training batch {train.batch} crops of {train.crop} px; window statistics {model.statistic} over "
+        f"{list(model.windows)} frames.",
         "",
         "Per frame (median of the interleaved repeats):",
         "",
-        "| frame | inference, 4 lags (ms) | warm-up median path (ms) | train step, slow + 1 lag (ms) | train step, all lags (ms) | all / rotate | ring (MiB) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| frame | inference, 4 lags (ms) | warm-up path (ms) | window statistics (ms) | same, sorting every frame (ms) | sorting / as run | train step, slow + 1 lag (ms) | train step, all lags (ms) | all / rotate | ring (MiB) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for k in kernels:
-        lines.append(f"| {k['size']}² | {k['infer_ms']:.1f} | {k['median_ms']:.1f} | {k['step_rotate_ms']:.1f} | "
+        lines.append(f"| {k['size']}² | {k['infer_ms']:.1f} | {k['median_ms']:.1f} | {k['feat_ms']:.1f} | "
+                     f"{k['feat_sort_ms']:.1f} | {k['feat_sort_ms'] / k['feat_ms']:.2f}x | {k['step_rotate_ms']:.1f} | "
                      f"{k['step_all_ms']:.1f} | {k['step_all_ms'] / k['step_rotate_ms']:.2f} | {k['ring_mib']:.1f} |")
     lines += [
         "",

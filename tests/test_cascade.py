@@ -8,6 +8,7 @@ import torch
 from adapters.synthetic import ArrayStream
 from engine.cascade import Cascade
 from engine.config import ModelConfig, TrainConfig
+from engine.features import clipped_mean
 from engine.ring import Ring
 from engine.trainer import OnlineTrainer
 
@@ -38,15 +39,28 @@ def test_warmup_frames_are_flagged_until_ring_and_training_are_ready(noise_stack
     assert versions == sorted(versions) and versions[-1] > versions[0]
 
 
-def test_warmup_slow_is_the_causal_running_median():
+def test_warmup_slow_is_the_causal_running_median_without_windows():
     movie = np.random.default_rng(0).poisson(30, (6, 8, 8)).astype(np.float32)
-    cfg = ModelConfig(lags=(4,), base_channels=4, levels=1, warmup_median=3)
+    cfg = ModelConfig(lags=(4,), base_channels=4, levels=1, warmup_median=3, windows=())
     c = Cascade(cfg, history=4, warmup_steps=10)
     for t in range(6):
         out = c.infer(torch.from_numpy(movie[t]))
         slow, fast, _, _ = c.to_adu(out, movie[t], False)
         expected = np.median(movie[max(0, t - 2) : t + 1], axis=0)
         np.testing.assert_allclose(slow, expected, atol=1e-3)
+        assert out.warmup
+
+
+def test_warmup_slow_is_the_longest_window_statistic_up_to_the_frame():
+    movie = np.random.default_rng(0).poisson(30, (12, 8, 8)).astype(np.float32)
+    cfg = ModelConfig(lags=(4,), base_channels=4, levels=1, windows=(3, 6))
+    c = Cascade(cfg, history=4, warmup_steps=100)
+    for t in range(12):
+        out = c.infer(torch.from_numpy(movie[t]))
+        slow, _, _, _ = c.to_adu(out, movie[t], False)
+        window = (movie[max(0, t - 5) : t + 1] - c.norm.offset) / c.norm.scale
+        want, _ = clipped_mean(torch.from_numpy(window), cfg.clip)
+        np.testing.assert_allclose(slow, want.numpy() * c.norm.scale + c.norm.offset, atol=1e-3)
         assert out.warmup
 
 

@@ -60,3 +60,22 @@ def test_slow_settles_on_the_new_scene_instead_of_the_old_one():
     err_found = nrmse(found[after], scene.slow[after])
     err_blind = nrmse(blind[after], scene.slow[after])
     assert err_found < 0.5 * err_blind, (err_found, err_blind)
+
+
+def test_the_engine_counts_a_change_and_the_file_records_it(tmp_path):
+    import h5py
+
+    from adapters.synthetic import ArrayStream
+    from engine.hdf5_sink import read_counters
+    from lagsplit.app import build_run
+    from lagsplit.config import load_config
+
+    scene = step_scene(frames=FRAMES, size=SIZE, seed=3)
+    out = tmp_path / "step.h5"
+    cfg = load_config(None, overrides=["model.lags=[8]", "model.base_channels=4", "model.levels=1", "train.mode=off",
+                                  "monitor.mode=off", f"output.path={out.as_posix()!r}"])
+    run = build_run(cfg, ArrayStream(scene.movie, name="step"))
+    status = run.engine.run()
+    assert status.error is None and status.changes == 1
+    with h5py.File(out, "r") as f:
+        assert read_counters(f)["changes"] == 1

@@ -17,7 +17,7 @@ from tests.support import run_engine
 def _status(**kw) -> Status:
     base = dict(
         state=RunState.RUNNING, reason=None, source="synthetic:filaments", device="cpu", lags=(8, 4, 2, 1),
-        elapsed_s=3.0, received=120, processed=118, rejected=2, dropped=5, gaps=1, nonfinite=0, queue_depth=3,
+        elapsed_s=3.0, received=120, processed=118, rejected=2, dropped=5, gaps=1, nonfinite=0, changes=0, queue_depth=3,
         queue_capacity=32, in_rate_hz=20.0, out_rate_hz=19.5, latency_p50_ms=12.5, latency_p99_ms=40.0,
         train_steps=300, train_rate_hz=55.0, train_skipped=1, loss=(0.21, 0.5, float("nan"), 0.7),
         model_version=300, warmup=False, last_index=117, error=None,
