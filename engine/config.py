@@ -46,9 +46,10 @@ class ModelConfig(Settings):
     the frames that arrive after it was made (held out), summed with this decay per frame;
     0 uses the correction unscaled. See CorrectionGate in engine/cascade.py."""
     change_ratio: float = Field(1.3, ge=0)
-    """Sudden-change detector: a frame whose robust mean squared difference from the median
-    of the 8 frames before it exceeds this multiple of its recent level, twice in a row,
-    starts a new segment (0 turns the detector off). See engine/change.py."""
+    """Sudden-change detector: when, in most of 4 x 4 tiles of the frame, the robust mean
+    squared difference from the median of the 8 frames before it exceeds this multiple of
+    its recent level, twice in a row, a new segment starts (0 turns the detector off).
+    See engine/change.py."""
     settle: int = Field(24, ge=0, le=4096)
     """After a sudden change, frames (beyond the longest lag) during which slow is the
     longest-window statistic of the frames since the change, before the network resumes."""
