@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from .ring import Ring, temporal_median
 
 NOISE_SMOOTH = 7  # px, box over which the per-pixel noise level is averaged
-REFRESH_DIV = 16  # a window of w frames re-sorts for its median and bounds every w // 16 frames
+REFRESH_DIV = 16  # a window of n frames re-sorts for its median and bounds every n // 16 frames
 LOW_CLIP = 4.0  # dark outliers kept down to median - 4 s (spots are bright)
 
 
@@ -100,10 +100,11 @@ class TemporalFeatures:
         """Compute the planes for the frame just pushed at ``pos`` (from the frames up to it).
 
         The clipped mean sorts a window (for its median and bounds) only every
-        ``w // REFRESH_DIV`` frames once the window is full; in between, the bounds of the
-        last sort are kept and the mean of the values within them is taken over the current
-        window, read in place from the ring. A 128-frame window's bounds are then at most
-        7 frames old, against the 64 frames by which the window itself lags."""
+        ``n // REFRESH_DIV`` frames, n the frames it holds (every frame until it holds 32);
+        in between, the bounds of the last sort are kept and the mean of the values within
+        them is taken over the current window, read in place from the ring. A 128-frame
+        window's bounds are then at most 7 frames old, against the 64 frames by which the
+        window itself lags."""
         longest = self.longest()
         seg = int(self.ring.segment_of(torch.tensor([pos]))[0])
         for j, w in enumerate(self.windows):
@@ -117,7 +118,7 @@ class TemporalFeatures:
                 noise = torch.zeros_like(mean)
             else:
                 b = self._bounds[j]
-                if b is None or n < w or b[1] != seg or pos - b[0] >= max(1, w // REFRESH_DIV) or pos < b[0]:
+                if b is None or b[1] != seg or pos - b[0] >= max(1, n // REFRESH_DIV) or pos < b[0]:
                     b = (pos, seg, *clip_bounds(self.ring.window(pos, w), self.clip))
                     self._bounds[j] = b
                 _, _, med, lo, hi, noise = b
