@@ -79,15 +79,17 @@ class CorrectionGate:
 
     def __init__(self, decay: float) -> None:
         self.decay = decay
-        self.loss = [0.0] * len(self.GAINS)
+        self.loss = torch.zeros(len(self.GAINS), dtype=torch.float64)
+        self.gains = torch.tensor(self.GAINS)
         self.value = 0.0  # no evidence yet: the statistic alone
 
     def apply(self, base: torch.Tensor, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         corr = predicted - base
         out = base + self.value * corr
-        for i, g in enumerate(self.GAINS):
-            self.loss[i] = self.decay * self.loss[i] + float((target - base - g * corr).abs().mean())
-        self.value = self.GAINS[min(range(len(self.GAINS)), key=self.loss.__getitem__)]
+        gains = self.gains.to(corr.device).reshape(-1, 1, 1)
+        errors = ((target - base)[None] - gains * corr[None]).abs().mean(dim=(1, 2)).cpu().double()
+        self.loss = self.decay * self.loss + errors
+        self.value = self.GAINS[int(self.loss.argmin())]
         return out
 
 
@@ -105,8 +107,7 @@ class Cascade:
         # channels: the frame, the residual each shorter-lag stage sees, then the slow stage's
         # temporal features (windowed statistics), written once when a frame arrives
         n_feat = len(cfg.windows)
-        self.ring = Ring(capacity, channels=len(self.lags) + TemporalFeatures.channels(cfg.windows, cfg.statistic),
-                         device=self.device)
+        self.ring = Ring(capacity, channels=len(self.lags) + n_feat, device=self.device)
         self.features = TemporalFeatures(self.ring, len(self.lags), cfg.windows, cfg.statistic, cfg.clip)
         self.detector = ChangeDetector(self.ring, cfg.change_ratio)
         self.changes: list[int] = []  # stream positions where a sudden change started a segment
@@ -205,19 +206,6 @@ class Cascade:
             comps.append(c)
             r = r - c
         return StageOutput(pos, slow, comps, r, warmup=not use_net)
-
-    def slow_target(self, targets: torch.Tensor, clip: float | None) -> torch.Tensor:
-        """(B, 1, H, W) training targets of the slow stage: the frames at ``targets``; with
-        ``clip``, bright outliers (spots) cut to the longest window's statistic at the same
-        frame + clip x its noise level, so the network learns the background under them."""
-        y = self.ring.gather(0, targets).unsqueeze(1)
-        noise = self.features.noise_channel
-        if clip is None or noise is None:
-            return y
-        longest = self.features.longest()
-        ref = self.ring.gather(self.features.first + longest, targets).unsqueeze(1)  # type: ignore[operator]
-        top = ref + clip * self.ring.gather(noise, targets).unsqueeze(1)
-        return torch.minimum(y, top)
 
     def _new_segment(self, start: int, pos: int) -> None:
         """A sudden change began at ``start``: windows and training pairs start afresh there,

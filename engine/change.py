@@ -55,8 +55,7 @@ class ChangeDetector:
     def statistic(self, pos: int) -> torch.Tensor | None:
         """Per tile, the robust mean squared difference of ``pos`` from the median of the frames before it."""
         ring = self.ring
-        seg = int(ring.segment[pos % ring.capacity])
-        first = max(ring.oldest(), seg, pos - REFERENCE)
+        first = ring.window_start(pos, REFERENCE + 1)
         if pos - first < REFERENCE:
             return None
         positions = torch.arange(first, pos)

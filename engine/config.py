@@ -102,11 +102,9 @@ class TrainConfig(Settings):
     """Frames kept in the ring beyond the longest lag; training targets are drawn from them."""
     lr: float = Field(3e-3, gt=0, le=1.0)
     """Adam learning rate."""
-    slow_loss: Literal["clipped", "l1", "mse", "huber"] = "l1"
-    """Loss of the slow (longest-lag) stage. 'clipped': squared error against the frame with
-    bright outliers (spots) cut to the longest window's clipped mean + model.clip noise levels,
-    so it learns the background's mean (needs model.statistic = 'clipped_mean'; otherwise
-    plain squared error); 'l1' learns the conditional median (of integer counts: an integer)."""
+    slow_loss: Literal["l1", "mse", "huber"] = "l1"
+    """Loss of the slow (longest-lag) stage; L1 learns the conditional median, which leaves
+    out spots that occupy a pixel part of the time."""
     fast_loss: Literal["l1", "mse", "huber"] = "mse"
     """Loss of the shorter-lag stages."""
     stages_per_step: Literal["all", "rotate"] = "rotate"

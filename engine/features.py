@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from .ring import Ring, temporal_median
+from .ring import Ring, sorted_median, temporal_median
 
 NOISE_SMOOTH = 7  # px, box over which the per-pixel noise level is averaged
 REFRESH_DIV = 16  # a window of n frames re-sorts for its median and bounds every n // 16 frames
@@ -33,7 +33,7 @@ def clip_bounds(stack: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.T
     """(median, low bound, high bound, noise level) of a window (n >= 4 values over dim 0)."""
     n = stack.shape[0]
     ordered = stack.sort(dim=0).values
-    med = ordered[n // 2] if n % 2 else 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])
+    med = sorted_median(ordered)
     q25 = ordered[(n - 1) // 4]
     var = ((med - q25) / 0.6745).square()
     var = F.avg_pool2d(var[None, None], NOISE_SMOOTH, stride=1, padding=NOISE_SMOOTH // 2,
@@ -66,14 +66,7 @@ def clipped_mean(stack: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.
 
 class TemporalFeatures:
     """Writes one plane per window in ``windows`` for each pushed position, into ring
-    channels ``first_channel, first_channel + 1, ...`` (normalised units); with the
-    clipped mean, one more channel holds the noise level of the longest window (the
-    slow stage's loss clips spots in its targets with it; the network does not see it)."""
-
-    @staticmethod
-    def channels(windows: tuple[int, ...], statistic: str) -> int:
-        """Ring channels the features need."""
-        return len(windows) + (1 if windows and statistic == "clipped_mean" else 0)
+    channels ``first_channel, first_channel + 1, ...`` (normalised units)."""
 
     def __init__(self, ring: Ring, first_channel: int, windows: tuple[int, ...],
                  statistic: str = "clipped_mean", clip: float = 2.0) -> None:
@@ -81,7 +74,7 @@ class TemporalFeatures:
         self.windows = tuple(windows)
         self.count = len(self.windows)
         self.statistic, self.clip = statistic, clip
-        # per window: (position, segment, median, low, high, noise) of its last sort
+        # per window: (position, segment, median, low, high) of its last sort
         self._bounds: list[tuple | None] = [None] * self.count
 
     def longest(self) -> int | None:
@@ -89,11 +82,6 @@ class TemporalFeatures:
         if not self.windows:
             return None
         return max(range(self.count), key=lambda j: self.windows[j])
-
-    @property
-    def noise_channel(self) -> int | None:
-        """Ring channel of the longest window's noise level (None with the median)."""
-        return self.first + self.count if self.count and self.statistic == "clipped_mean" else None
 
     @torch.no_grad()
     def update(self, pos: int) -> None:
@@ -105,27 +93,19 @@ class TemporalFeatures:
         them is taken over the current window, read in place from the ring. A 128-frame
         window's bounds are then at most 7 frames old, against the 64 frames by which the
         window itself lags."""
-        longest = self.longest()
-        seg = int(self.ring.segment_of(torch.tensor([pos]))[0])
+        seg = self.ring.segment_at(pos)
         for j, w in enumerate(self.windows):
-            if self.statistic == "median":
-                self.ring.write(self.first + j, pos, temporal_median(self.ring.window(pos, w)))
-                continue
             chunks = self.ring.window_chunks(pos, w)
             n = sum(c.shape[0] for c in chunks)
-            if n < 4:
-                mean = temporal_median(self.ring.window(pos, w))
-                noise = torch.zeros_like(mean)
-            else:
-                b = self._bounds[j]
-                if b is None or b[1] != seg or pos - b[0] >= max(1, n // REFRESH_DIV) or pos < b[0]:
-                    b = (pos, seg, *clip_bounds(self.ring.window(pos, w), self.clip))
-                    self._bounds[j] = b
-                _, _, med, lo, hi, noise = b
-                mean = bounded_mean(chunks, lo, hi, med)
-            self.ring.write(self.first + j, pos, mean)
-            if j == longest:
-                self.ring.write(self.first + self.count, pos, noise)
+            if self.statistic == "median" or n < 4:
+                self.ring.write(self.first + j, pos, temporal_median(torch.cat(chunks)))
+                continue
+            b = self._bounds[j]
+            if b is None or b[1] != seg or pos - b[0] >= max(1, n // REFRESH_DIV) or pos < b[0]:
+                b = (pos, seg, *clip_bounds(torch.cat(chunks), self.clip)[:3])
+                self._bounds[j] = b
+            _, _, med, lo, hi = b
+            self.ring.write(self.first + j, pos, bounded_mean(chunks, lo, hi, med))
 
     def reset(self) -> None:
         """Forget the cached bounds (a new stream)."""

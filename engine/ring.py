@@ -60,11 +60,17 @@ class Ring:
         """Segment start of each held position (same shape as ``positions``)."""
         return self.segment[self.slots(positions.cpu())]
 
+    def segment_at(self, pos: int) -> int:
+        """Segment start of one held position."""
+        return int(self.segment[pos % self.capacity])
+
+    def window_start(self, pos: int, window: int) -> int:
+        """First position of the ``window`` ending at ``pos``: held, and within its segment."""
+        return max(self.oldest(), pos - window + 1, self.segment_at(pos))
+
     def window(self, pos: int, window: int) -> torch.Tensor:
         """Channel 0 over the ``window`` positions ending at ``pos``, within its segment -> (n, H, W)."""
-        seg = int(self.segment[pos % self.capacity])
-        first = max(self.oldest(), pos - window + 1, seg)
-        return self.gather(0, torch.arange(first, pos + 1))
+        return torch.cat(self.window_chunks(pos, window))
 
     def clear(self) -> None:
         """Forget every position (the storage stays allocated)."""
@@ -103,9 +109,7 @@ class Ring:
         """The same frames as :meth:`window`, as views into the storage (one or two
         contiguous runs of slots, oldest first): nothing is copied."""
         assert self.data is not None
-        seg = int(self.segment[pos % self.capacity])
-        first = max(self.oldest(), pos - window + 1, seg)
-        a, b = first % self.capacity, pos % self.capacity
+        a, b = self.window_start(pos, window) % self.capacity, pos % self.capacity
         if a <= b:
             return [self.data[0, a : b + 1]]
         return [self.data[0, a:], self.data[0, : b + 1]]
@@ -121,7 +125,12 @@ def temporal_median(stack: torch.Tensor) -> torch.Tensor:
     n = stack.shape[0]
     if n == 1:
         return stack[0]
-    ordered = stack.sort(dim=0).values
+    return sorted_median(stack.sort(dim=0).values)
+
+
+def sorted_median(ordered: torch.Tensor) -> torch.Tensor:
+    """Median over dim 0 of values already sorted along it (the two middle ones averaged)."""
+    n = ordered.shape[0]
     if n % 2:
         return ordered[n // 2]
     return 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])

@@ -20,7 +20,6 @@ _LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l1": F.l1_loss,
     "mse": F.mse_loss,
     "huber": F.smooth_l1_loss,
-    "clipped": F.mse_loss,  # on targets with spots clipped (Cascade.slow_target)
 }
 
 
@@ -114,10 +113,7 @@ class OnlineTrainer:
             return None
         targets = targets[ok]
         x = c.stage_inputs(stage, targets)
-        if stage == 0:
-            y = c.slow_target(targets, c.cfg.clip if cfg.slow_loss == "clipped" else None)
-        else:
-            y = ring.gather(stage, targets).unsqueeze(1)
+        y = ring.gather(stage, targets).unsqueeze(1)
         h, w = x.shape[-2:]
         ch, cw = min(cfg.crop, h), min(cfg.crop, w)
         ys = torch.randint(0, h - ch + 1, (len(targets),), generator=self.gen).tolist()

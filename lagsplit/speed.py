@@ -49,7 +49,7 @@ def _time_ms(fn, repeat: int) -> float:
 
 def kernel_numbers(size: int, repeat: int, model: ModelConfig, train: TrainConfig) -> dict:
     """Per-frame inference (network and warm-up paths), the window statistics alone (as
-    run: bounds re-sorted every w // 16 frames; and re-sorted every frame), and one
+    run: bounds re-sorted every n // 16 frames; and re-sorted every frame), and one
     training step, in ms."""
     # enough frames to fill the longest window, so the steady state is what is timed
     movie = _movie(size, max(model.lags[0] + train.history, max(model.windows, default=0)) + 16)

@@ -27,9 +27,9 @@ with the old warm-up (a 16-frame median until step 100, frames 100-110 included)
 | clipped-mean windows + network, L1 (w) | 0.218 | 0.204 | 0.389 | 0.214 | |
 | + sudden-change segments and settling (w) | | | | | step 0.148, jump 0.189 |
 | loss: squared error / Huber instead of L1 (w) | 0.487 / 0.252 | | | | |
-| loss: squared error on spot-clipped targets (w) | 0.218 | | 0.502 | 0.253 | |
+| loss: squared error on spot-clipped targets (w; the option was removed after this) | 0.218 | | 0.502 | 0.253 | |
 | inference on averaged weights (decay 0.95) vs the trained ones (w) | 0.218 / 0.224 | | 0.502 / 0.506 | | |
-| + held-out gate on the correction; warm-up on the clipped mean | 0.166 | | 0.351 | 0.253 | (clipped loss) |
+| + held-out gate on the correction; warm-up on the clipped mean | 0.166 | | 0.351 | 0.253 | (with the spot-clipped loss) |
 | gate with the L1 loss | | | 0.334 | 0.225 | step 0.143, jump 0.176, lowlight 0.255 |
 | + window 16 | | | | 0.228 | |
 | learning rate 2e-3 instead of 1e-3 | 0.175 | 0.168 | 0.335 | 0.206 | full run: bleaching 0.173, lowlight 0.243, blinking 0.103, step 0.142, jump 0.175; mean 0.191 |
