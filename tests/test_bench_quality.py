@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from adapters.synthetic import make_scene, render_spots
 from lagsplit.bench.baselines import MOG2, ExponentialAverage, IncrementalPCABackground, RobustPCA, RunningMedian
 from lagsplit.bench.report import END, START, write_section
-from lagsplit.bench.spots import spot_f1
+from lagsplit.bench.spots import Candidates, best_f1, spot_f1
 from lagsplit.cli import app
 from lagsplit.metrics import frame_errors, recovery_frames, slowness
 
@@ -35,6 +35,49 @@ def test_f1_counts_false_positives_and_misses():
     s = spot_f1(fast, half)
     assert s.recall == pytest.approx(1.0) and s.precision == pytest.approx(0.5, abs=0.05)
     assert s.f1 == pytest.approx(2 / 3, abs=0.03)
+
+
+def _brute_force_best_f1(cands, truth, radius=2.0):
+    """F1 at every distinct response as threshold, a fresh maximum matching at each."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import maximum_bipartite_matching
+    from scipy.spatial import cKDTree
+
+    n_true = sum(len(t) for t in truth)
+    best = 0.0
+    for lev in np.unique(np.concatenate(cands.responses)):
+        tp = n_det = 0
+        for t_pos, c_pos, c_resp in zip(truth, cands.positions, cands.responses):
+            keep = c_resp >= lev
+            n_det += int(keep.sum())
+            if keep.any():
+                d = cKDTree(t_pos).sparse_distance_matrix(cKDTree(c_pos[keep]), radius, output_type="coo_matrix")
+                g = csr_matrix((np.ones(d.nnz), (d.row, d.col)), shape=(len(t_pos), int(keep.sum())))
+                tp += int((maximum_bipartite_matching(g, perm_type="column") >= 0).sum())
+        p, r = tp / n_det, tp / n_true
+        best = max(best, 2 * p * r / (p + r) if p + r else 0.0)
+    return best
+
+
+def test_best_f1_finds_the_best_threshold_exactly():
+    """The sweep admits candidates strongest first and grows one maximum matching: it must
+    equal a fresh matching at every threshold, crowded spots (shared candidates) included."""
+    rng = np.random.default_rng(3)
+    truth, pos, resp = [], [], []
+    for _ in range(12):
+        t = rng.uniform(5, 35, (rng.integers(3, 9), 2))
+        near = t[rng.integers(0, len(t), 10)] + rng.normal(0, 1.2, (10, 2))  # some in reach of two spots
+        c = np.vstack([near, rng.uniform(5, 35, (rng.integers(0, 8), 2))])
+        truth.append(t)
+        pos.append(c.astype(np.float32))
+        resp.append(rng.choice(np.arange(1, 30), len(c)).astype(np.float32))  # ties included
+    cands = Candidates(pos, resp)
+    assert best_f1(cands, truth, (40, 40), margin=0).f1 == pytest.approx(_brute_force_best_f1(cands, truth))
+    # The strongest candidate is in reach of both spots, the weaker only of the first: a
+    # greedy pairing gives the first spot to the strong one and the weak one nothing.
+    two = [np.array([[10.0, 10.0], [10.0, 13.0]])]
+    crowded = Candidates([np.array([[10.0, 11.5], [10.0, 8.5]], np.float32)], [np.array([9.0, 5.0], np.float32)])
+    assert best_f1(crowded, two, (40, 40), margin=0).f1 == pytest.approx(1.0)
 
 
 def test_recovery_counts_frames_until_the_error_is_back_within_ten_percent():

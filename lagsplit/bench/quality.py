@@ -70,6 +70,7 @@ class SceneResult:
     families: list[FamilyResult]
     figure: Path | None = None
     change_at: int | None = None
+    ceiling_f1: float | None = None  # F1 of fast = raw - the true slow part: what a perfect slow scores
 
     def get(self, family: str) -> FamilyResult:
         return next(f for f in self.families if f.family == family)
@@ -160,6 +161,7 @@ def run_scene(name: str, frames: int, size: int, seed: int, steps: int, baseline
     m = cfg.model
     setting = f"{steps} step(s)/frame, lags {list(m.lags)}, windows {list(m.windows)} ({m.statistic})"
     mine = score(run.slow, scene, first, LAGSPLIT, setting, run.seconds)
+    ceiling = score(scene.slow, scene, first, "true slow", "").f1
     log(f"  {name}: lagsplit slow {mine.slow:.3f} / F1 {mine.f1:.3f} ({run.seconds:.0f} s)")
     scores = [mine, *baselines()]
     for s in scores[1:]:
@@ -172,7 +174,7 @@ def run_scene(name: str, frames: int, size: int, seed: int, steps: int, baseline
                        if "change_at" in scene.meta else set()))
         fig = panel_figure(raw, run.slow, raw - run.slow, Path(out_dir) / f"quality_{name}.png", frames=picks)
     return SceneResult(name, scene.notes, frames, size, first, _family_results(scores), fig,
-                       scene.meta.get("change_at"))
+                       scene.meta.get("change_at"), ceiling)
 
 
 @contextmanager

@@ -8,8 +8,8 @@ slow estimate that leaves background behind shows up as false spots or missed on
 background subtractor of its own; with it every method scored within 0.005 of the others.)
 Matching: a detection is a true positive when it can be paired one-to-one with a true
 spot within ``radius`` px (a maximum bipartite matching, so no spot counts twice).
-The threshold is swept and each method is scored at its own best F1, so no method is
-penalised for the brightness scale of its fast component.
+Every candidate's response is tried as the threshold and each method is scored at its own
+best F1, so no method is penalised for the brightness scale of its fast component.
 """
 from __future__ import annotations
 
@@ -61,42 +61,61 @@ def _inside(points: np.ndarray, shape: tuple[int, int], margin: int) -> np.ndarr
     return p[ok]
 
 
-def best_f1(cands: Candidates, truth: list[np.ndarray], shape: tuple[int, int], radius: float = 2.0,
-            margin: int = 3, thresholds: int = 40) -> DetectionScore:
-    """F1 at the best threshold over ``thresholds`` quantiles of the candidates' responses.
-    True spots within ``margin`` px of the border are not counted (nor are detections there)."""
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import maximum_bipartite_matching
+def _matching_gains(truth: np.ndarray, cand: np.ndarray, order: np.ndarray, radius: float) -> np.ndarray:
+    """How much the one-to-one matching of ``cand`` to ``truth`` grows as each candidate is
+    admitted, strongest first (``order``): 1 or 0 per candidate, in ``order``. The matching is
+    kept maximum throughout (one augmenting-path search per admitted candidate), so the sum of
+    the first k gains is the maximum matching of the k strongest candidates."""
     from scipy.spatial import cKDTree
 
+    gains = np.zeros(len(order), np.int8)
+    if len(truth) == 0 or len(cand) == 0:
+        return gains
+    near = cKDTree(cand).query_ball_tree(cKDTree(truth), radius)  # per candidate: true spots in reach
+    owner: dict[int, int] = {}  # true spot -> the candidate it is matched to
+
+    def augment(c: int, seen: set[int]) -> bool:
+        for t in near[c]:
+            if t not in seen:
+                seen.add(t)
+                if t not in owner or augment(owner[t], seen):
+                    owner[t] = c
+                    return True
+        return False
+
+    for k, c in enumerate(order):
+        if near[c] and augment(int(c), set()):
+            gains[k] = 1
+    return gains
+
+
+def best_f1(cands: Candidates, truth: list[np.ndarray], shape: tuple[int, int], radius: float = 2.0,
+            margin: int = 3) -> DetectionScore:
+    """F1 at the best threshold, every distinct candidate response tried as the threshold
+    (an exact sweep of the precision-recall curve: a coarse grid of thresholds misses the
+    best one of a method whose fast component leaves many weak maxima). True spots within
+    ``margin`` px of the border are not counted (nor are detections there)."""
     truth = [_inside(t, shape, margin) for t in truth]
     n_true = sum(len(t) for t in truth)
-    allr = np.concatenate(cands.responses) if cands.responses else np.zeros(0)
-    if n_true == 0 or len(allr) == 0:
+    if n_true == 0 or not any(len(r) for r in cands.responses):
         return DetectionScore(0.0, 0.0, 0.0, float("nan"))
-    levels = np.unique(np.quantile(allr, np.linspace(0.0, 0.995, thresholds)))
-    tp = np.zeros(len(levels))
-    n_det = np.zeros(len(levels))
+    resp, gain = [], []
     for t_pos, c_pos, c_resp in zip(truth, cands.positions, cands.responses):
-        if len(c_pos) == 0:
-            continue
-        n_det += (c_resp[None, :] >= levels[:, None]).sum(1)
-        if len(t_pos) == 0:
-            continue
-        pairs = cKDTree(t_pos).sparse_distance_matrix(cKDTree(c_pos), radius, output_type="coo_matrix")
-        if pairs.nnz == 0:
-            continue
-        for i, lev in enumerate(levels):
-            ok = c_resp[pairs.col] >= lev
-            if not ok.any():
-                break  # levels rise: nothing matches at higher ones either
-            g = csr_matrix((np.ones(int(ok.sum())), (pairs.row[ok], pairs.col[ok])), shape=(len(t_pos), len(c_pos)))
-            tp[i] += int((maximum_bipartite_matching(g, perm_type="column") >= 0).sum())
-    precision = np.divide(tp, n_det, out=np.zeros_like(tp), where=n_det > 0)
-    recall = tp / n_true
+        order = np.argsort(-c_resp, kind="stable")
+        resp.append(c_resp[order])
+        gain.append(_matching_gains(t_pos, c_pos, order, radius))
+    resp_all, gain_all = np.concatenate(resp), np.concatenate(gain)
+    # Admitting candidates in falling response admits each frame's strongest first, as a
+    # threshold does, so true positives at a threshold are the summed gains above it.
+    order = np.argsort(-resp_all, kind="stable")
+    resp_all, tp = resp_all[order], np.cumsum(gain_all[order])
+    last = np.r_[resp_all[1:] != resp_all[:-1], True]  # a threshold admits all of equal response
+    resp_all, tp = resp_all[last], tp[last].astype(np.float64)
+    n_det = np.flatnonzero(last) + 1.0
+    precision, recall = tp / n_det, tp / n_true
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0)
     i = int(np.argmax(f1))
-    return DetectionScore(float(f1[i]), float(precision[i]), float(recall[i]), float(levels[i]))
+    return DetectionScore(float(f1[i]), float(precision[i]), float(recall[i]), float(resp_all[i]))
 
 
 def spot_f1(fast: np.ndarray, truth: list[np.ndarray], sigma: float = 1.2, radius: float = 2.0,
