@@ -16,7 +16,7 @@ import torch
 
 from .config import ModelConfig
 from .change import ChangeDetector
-from .features import TemporalFeatures
+from .features import TemporalFeatures, gaussian_blur, settle_sigma
 from .nets import LagUNet
 from .ring import Ring
 
@@ -192,7 +192,10 @@ class Cascade:
         elif self.features.count:
             # warm-up, or settling after a sudden change: the longest window's statistic of
             # the frames up to this one (within the segment)
-            slow = self.features.plane(self.features.longest(), pos).clone()  # type: ignore[arg-type]
+            # (its few frames' noise traded for a spatial blur that narrows as they add up)
+            j = self.features.longest()
+            n = pos - self.ring.window_start(pos, self.features.windows[j]) + 1  # type: ignore[index]
+            slow = gaussian_blur(self.features.plane(j, pos), settle_sigma(n, self.cfg.settle_blur))  # type: ignore[arg-type]
         else:
             slow = self.ring.running_median(pos, self.cfg.warmup_median)
         comps.append(slow)

@@ -53,6 +53,10 @@ class ModelConfig(Settings):
     settle: int = Field(24, ge=0, le=4096)
     """After a sudden change, frames (beyond the longest lag) during which slow is the
     longest-window statistic of the frames since the change, before the network resumes."""
+    settle_blur: float = Field(3.0, ge=0, le=64)
+    """While slow is the longest-window statistic (warm-up, settling), it is blurred by a
+    Gaussian of min(2, settle_blur / sqrt(n)) px for a window holding n frames: few frames
+    leave much noise, and a spatial average trades it for a little blur (0: no blur)."""
     warmup_median: int = Field(16, ge=1, le=256)
     """Without ``windows``: window in frames of the causal running median used for slow
     during warm-up (with them, the longest window's statistic is used)."""

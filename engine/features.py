@@ -29,6 +29,28 @@ REFRESH_DIV = 16  # a window of n frames re-sorts for its median and bounds ever
 LOW_CLIP = 4.0  # dark outliers kept down to median - 4 s (spots are bright)
 
 
+MAX_SETTLE_BLUR = 2.0  # px, the widest blur of a few-frame statistic
+
+
+def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A new (H, W) plane: ``img`` blurred by a separable Gaussian of ``sigma`` px, edges
+    reflected (a copy when there is nothing to blur)."""
+    r = min(int(3 * sigma + 0.5), img.shape[0] - 1, img.shape[1] - 1)
+    if sigma <= 0 or r < 1:
+        return img.clone()
+    x = torch.arange(-r, r + 1, dtype=img.dtype, device=img.device)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    out = F.pad(img[None, None], (r, r, r, r), mode="reflect")
+    out = F.conv2d(out, k.reshape(1, 1, 1, -1))
+    return F.conv2d(out, k.reshape(1, 1, -1, 1))[0, 0]
+
+
+def settle_sigma(n: int, blur: float) -> float:
+    """Blur (px) for a statistic of ``n`` frames: its noise falls as 1/sqrt(n), so does the blur."""
+    return min(MAX_SETTLE_BLUR, blur / max(n, 1) ** 0.5) if blur > 0 else 0.0
+
+
 def clip_bounds(stack: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(median, low bound, high bound, noise level) of a window (n >= 4 values over dim 0)."""
     n = stack.shape[0]

@@ -8,7 +8,7 @@ import torch
 from adapters.synthetic import ArrayStream
 from engine.cascade import Cascade
 from engine.config import ModelConfig, TrainConfig
-from engine.features import clipped_mean
+from engine.features import clipped_mean, gaussian_blur, settle_sigma
 from engine.ring import Ring
 from engine.trainer import OnlineTrainer
 
@@ -51,15 +51,18 @@ def test_warmup_slow_is_the_causal_running_median_without_windows():
         assert out.warmup
 
 
-def test_warmup_slow_is_the_longest_window_statistic_up_to_the_frame():
+@pytest.mark.parametrize("blur", [0.0, 3.0])
+def test_warmup_slow_is_the_longest_window_statistic_up_to_the_frame(blur):
+    """...blurred by settle_blur / sqrt(frames in the window) px (capped), or not at all."""
     movie = np.random.default_rng(0).poisson(30, (12, 8, 8)).astype(np.float32)
-    cfg = ModelConfig(lags=(4,), base_channels=4, levels=1, windows=(3, 6))
+    cfg = ModelConfig(lags=(4,), base_channels=4, levels=1, windows=(3, 6), settle_blur=blur)
     c = Cascade(cfg, history=4, warmup_steps=100)
     for t in range(12):
         out = c.infer(torch.from_numpy(movie[t]))
         slow, _, _, _ = c.to_adu(out, movie[t], False)
         window = (movie[max(0, t - 5) : t + 1] - c.norm.offset) / c.norm.scale
         want, _ = clipped_mean(torch.from_numpy(window), cfg.clip)
+        want = gaussian_blur(want, settle_sigma(len(window), blur))
         np.testing.assert_allclose(slow, want.numpy() * c.norm.scale + c.norm.offset, atol=1e-3)
         assert out.warmup
 

@@ -62,6 +62,21 @@ def test_slow_settles_on_the_new_scene_instead_of_the_old_one():
     assert err_found < 0.5 * err_blind, (err_found, err_blind)
 
 
+def test_the_few_frames_after_a_change_are_denoised_by_a_narrowing_blur():
+    """Right after a change slow rests on a handful of frames; blurring them by
+    settle_blur / sqrt(n) px brings slow closer to the truth than the bare statistic."""
+    scene = jump_scene(frames=FRAMES, size=SIZE, seed=3)
+    at = scene.meta["change_at"]
+    settling = slice(at + 3, at + 24)
+    _, bare = _run(scene.movie, settle_blur=0)
+    _, blurred = _run(scene.movie)
+    err_bare = nrmse(bare[settling], scene.slow[settling])
+    err_blurred = nrmse(blurred[settling], scene.slow[settling])
+    assert err_blurred < 0.85 * err_bare, (err_blurred, err_bare)
+    late = slice(FRAMES - 8, FRAMES)  # n = 30 and more: sigma 0.55 px or less, slow stays sharp
+    assert nrmse(blurred[late], bare[late]) < 0.2
+
+
 def test_the_engine_counts_a_change_and_the_file_records_it(tmp_path):
     import h5py
 
