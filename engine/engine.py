@@ -9,6 +9,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -67,6 +68,7 @@ class Engine:
         self._error: str | None = None
         self._series: tuple[tuple[int, ...], np.dtype] | None = None
         self._last_index: int | None = None
+        self._recent: deque[tuple[int, int]] = deque(maxlen=32)  # (ring position, frame number)
         self._t0 = 0.0
         self._last_preview_t = -1e9
         self._preview: Preview | None = None
@@ -245,12 +247,14 @@ class Engine:
             log.warning("frame %d has NaN or Inf pixels: emitted, not trained on", frame.index)
         seen = len(self.cascade.changes)
         out = self.cascade.infer(x, valid)
+        self._recent.append((out.position, frame.index))
         if len(self.cascade.changes) > seen:
             with self._lock:
                 self.counts["changes"] += 1
+            at = self.cascade.changes[-1]
+            number = dict(self._recent).get(at, frame.index - (out.position - at))
             log.warning("sudden change detected at frame %d: windows restart there, slow settles for %d frames",
-                        frame.index - (out.position - self.cascade.changes[-1]),
-                        self.cascade.settle_until - self.cascade.changes[-1])
+                        number, self.cascade.settle_until - at)
         slow, fast, comps, resid = self.cascade.to_adu(out, arr, self.components)
         done = self.clock()
         latency = (done - frame.arrival) * 1000.0 if frame.arrival else 0.0

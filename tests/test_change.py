@@ -94,3 +94,28 @@ def test_the_engine_counts_a_change_and_the_file_records_it(tmp_path):
     assert status.error is None and status.changes == 1
     with h5py.File(out, "r") as f:
         assert read_counters(f)["changes"] == 1
+
+
+def test_the_change_is_logged_with_its_own_frame_number_across_a_gap(caplog, tmp_path):
+    """Ten frames lost right after the change's first frame: it is found one frame later
+    (frame number + 11), and the log names the frame where it began, not that minus one."""
+    from adapters.synthetic import ArrayStream
+    from lagsplit.app import build_run
+    from lagsplit.config import load_config
+
+    scene = step_scene(frames=FRAMES, size=SIZE, seed=3)
+    at = scene.meta["change_at"]
+
+    class Gapped(ArrayStream):
+        def __iter__(self):
+            for f in super().__iter__():
+                if f.index > at:
+                    f.index += 10
+                yield f
+
+    cfg = load_config(None, overrides=["model.lags=[8]", "model.base_channels=4", "model.levels=1", "train.mode=off",
+                                       "monitor.mode=off", f"output.path={(tmp_path / 'gap.h5').as_posix()!r}"])
+    with caplog.at_level("WARNING", logger="lagsplit.engine"):
+        status = build_run(cfg, Gapped(scene.movie, name="gapped")).engine.run()
+    assert status.changes == 1 and status.gaps == 1
+    assert f"sudden change detected at frame {at}:" in caplog.text
