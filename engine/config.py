@@ -93,7 +93,9 @@ class TrainConfig(Settings):
     steps_per_frame: int = Field(1, ge=0, le=1000)
     """Training steps after each frame in fixed mode."""
     min_steps_per_frame: int = Field(1, ge=0, le=1000)
-    """Slack mode: steps taken after each frame even when the next one is waiting."""
+    """Slack mode: steps taken after each frame even when the next one is waiting. 0 for a
+    live camera (training never makes the run fall behind); 1 or more for a replay as fast
+    as possible, where the next frame is always waiting."""
     max_steps_per_frame: int = Field(8, ge=1, le=10000)
     """Slack mode: most steps between two frames."""
     warmup_steps: int = Field(100, ge=0)

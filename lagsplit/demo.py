@@ -18,7 +18,7 @@ from .metrics import nrmse, running_median
 # The embedded default the demo runs with (configs/demo.toml is the same, as a file).
 DEMO_DEFAULTS: dict = {
     "source": {"kind": "synthetic", "scene": "filaments", "frames": 300, "size": 128, "seed": 0, "fps": 10.0},
-    "train": {"mode": "slack", "min_steps_per_frame": 1, "max_steps_per_frame": 4, "warmup_steps": 60},
+    "train": {"mode": "slack", "min_steps_per_frame": 0, "max_steps_per_frame": 4, "warmup_steps": 60},
     "output": {"path": "out/demo.h5", "components": True},
 }
 

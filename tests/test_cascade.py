@@ -130,3 +130,15 @@ def test_weights_round_trip_and_mismatch_is_refused(tmp_path, small_model):
     other = ModelConfig(lags=(8, 1), base_channels=4, levels=1)
     with pytest.raises(ValueError, match="lags"):
         Cascade(other, history=4, warmup_steps=0).load(str(path))
+
+
+@pytest.mark.parametrize(("n_min", "waiting", "want"), [(0, True, 0), (1, True, 1), (0, False, 3), (1, False, 3)])
+def test_slack_mode_trains_only_while_no_frame_waits_beyond_its_minimum(noise_stack, small_model, n_min, waiting, want):
+    """min_steps_per_frame = 0 (a live camera) never trains while the next frame waits;
+    with no frame waiting, steps go on up to max_steps_per_frame."""
+    cfg = TrainConfig(mode="slack", min_steps_per_frame=n_min, max_steps_per_frame=3, batch=2, crop=16, history=16)
+    c = Cascade(small_model, history=cfg.history, warmup_steps=0)
+    trainer = OnlineTrainer(c, cfg)
+    for frame in noise_stack[:20]:
+        c.infer(torch.from_numpy(frame.astype(np.float32)))
+    assert len(trainer.after_frame(slack=lambda: not waiting)) == want
