@@ -371,4 +371,4 @@ def _accept_init(*names: str) -> None:
 
 
 _InitOpt = Annotated[Optional[Path], typer.Option("--init", help="Start from these weights (lagsplit pretrain): same as --set train.init=PATH.")]
-_accept_init("run", "replay", "demo")
+_accept_init("run", "replay", "demo", "watch", "attach")

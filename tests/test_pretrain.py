@@ -53,3 +53,12 @@ def test_init_refuses_weights_of_another_shape(tmp_path, noise_stack):
 def test_pretrain_reports_a_missing_stack(tmp_path):
     res = CliRunner().invoke(app, ["pretrain", str(tmp_path / "none.tif"), "--out", str(tmp_path / "w.pt"), *SMALL])
     assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_the_live_commands_take_init_too(tmp_path):
+    """watch and attach (a live acquisition, where a warm start matters most) accept --init."""
+    weights = tmp_path / "w.pt"
+    for args in (["watch", str(tmp_path)], ["attach", "tcp://127.0.0.1:5999"]):
+        res = CliRunner().invoke(app, [*args, "--init", str(weights), "--dry-run"])
+        assert res.exit_code == 0, res.output
+        assert f'"init": "{weights.as_posix()}"' in res.output, res.output
