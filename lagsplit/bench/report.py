@@ -43,6 +43,7 @@ with the old warm-up (a 16-frame median until step 100, frames 100-110 included)
 | 2 training steps per frame instead of 1 (a scene in ~60 s instead of ~40) | 0.159 | | 0.305 | 0.165 | bleaching 0.124 |
 | network width 8 / 32 channels instead of 16 (a scene in 28 / 88 s instead of 40) | | | | 0.207 / 0.169 | bleaching 0.185 / 0.161 |
 | warm start: `lagsplit pretrain` on another movie of the same kind (seed 2, 2 steps/frame, 584 steps), then `--init` | 0.236 | | | 0.163 | bleaching 0.109 |
+| the same pretrained weights frozen (`train.mode=off`): on the benchmark movie / on the movie they were trained on | 0.306 / 0.425 | | | | |
 | variance stabilisation: the engine on the Anscombe transform 2 sqrt(x + 3/8) of the movie, slow transformed back ((y/2)^2 - 1/8) | 0.155 | | 0.356 | | bleaching 0.190, lowlight 0.326 |
 
 What the levers say: on a static sample the long clipped mean is already better than
@@ -56,8 +57,11 @@ noise-for-blur trade the running median + blur baseline makes, but only while th
 are few). Where the network has something to learn (bleaching, drift), more of it helps:
 two steps per frame, twice the width, or a warm start from a movie of the same kind
 (bleaching 0.180 -> 0.109, drift 0.195 -> 0.163); on a static sample (filaments) the warm
-start hurts (0.149 -> 0.236): the pretrained network passes the short windows' noise
-through and the gate, scoring against noisy frames, does not turn it down. The table's
+start hurts (0.149 -> 0.236); frozen, those weights score 0.306, and 0.425 on the very
+movie they were trained on. On a static sample, predicting the held-out frame better
+(what the network is trained for) is not estimating the slow part better, and 584 steps
+go further down that road than a live run's 200; the gate, scoring against noisy
+frames, does not catch it. The table's
 default stays 1 step, 16 channels, no warm start: what keeps up with 10 frames/s at
 128x128 on this CPU. Variance stabilisation loses everywhere, most at low light (0.219
 -> 0.326): a statistic taken in the square-root domain does not transform back to the
