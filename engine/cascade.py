@@ -16,7 +16,7 @@ import torch
 
 from .config import ModelConfig
 from .change import ChangeDetector
-from .features import TemporalFeatures, gaussian_blur, settle_sigma
+from .features import TemporalFeatures
 from .nets import LagUNet
 from .ring import Ring
 
@@ -191,11 +191,9 @@ class Cascade:
                 slow = self.gate.apply(inputs[0, nets[0].skip_channel], slow, x)
         elif self.features.count:
             # warm-up, or settling after a sudden change: the longest window's statistic of
-            # the frames up to this one (within the segment)
-            # (its few frames' noise traded for a spatial blur that narrows as they add up)
-            j = self.features.longest()
-            n = pos - self.ring.window_start(pos, self.features.windows[j]) + 1  # type: ignore[index]
-            slow = gaussian_blur(self.features.plane(j, pos), settle_sigma(n, self.cfg.settle_blur))  # type: ignore[arg-type]
+            # the frames up to this one (within the segment), its few frames' noise traded
+            # for a spatial blur that narrows as they add up
+            slow = self.features.settling_plane(pos, self.cfg.settle_blur)
         else:
             slow = self.ring.running_median(pos, self.cfg.warmup_median)
         comps.append(slow)

@@ -27,8 +27,6 @@ from .ring import Ring, sorted_median, temporal_median
 NOISE_SMOOTH = 7  # px, box over which the per-pixel noise level is averaged
 REFRESH_DIV = 16  # a window of n frames re-sorts for its median and bounds every n // 16 frames
 LOW_CLIP = 4.0  # dark outliers kept down to median - 4 s (spots are bright)
-
-
 MAX_SETTLE_BLUR = 2.0  # px, the widest blur of a few-frame statistic
 
 
@@ -135,3 +133,11 @@ class TemporalFeatures:
 
     def plane(self, j: int, pos: int) -> torch.Tensor:
         return self.ring.plane(self.first + j, pos)
+
+    def settling_plane(self, pos: int, blur: float) -> torch.Tensor:
+        """A new plane: the longest window's statistic at ``pos``, blurred by
+        :func:`settle_sigma` of the frames it holds (few after a change or at the start)."""
+        j = self.longest()
+        assert j is not None, "no windows"
+        n = pos - self.ring.window_start(pos, self.windows[j]) + 1
+        return gaussian_blur(self.plane(j, pos), settle_sigma(n, blur))
