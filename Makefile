@@ -17,6 +17,7 @@ demo: $(STAMP)
 	$(VENV)/bin/lagsplit demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
 
 test-slow: $(STAMP)

@@ -1,8 +1,8 @@
 """The ``replay`` adapter: a recorded stack played as a live stream."""
 from __future__ import annotations
 
-from collections.abc import Callable
 import time
+from collections.abc import Callable
 
 from .stacks import open_stack
 from .synthetic import ArrayStream

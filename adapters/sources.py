@@ -10,8 +10,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator
 
-from engine.config import Settings
-from engine.contracts import Adapter
+from lagsplit.engine.config import Settings
+from lagsplit.engine.contracts import Adapter
 
 
 class SyntheticSource(Settings):
@@ -110,7 +110,7 @@ class ZmqSource(Settings):
 
 
 SOURCE_MODELS: tuple[type[Settings], ...] = (SyntheticSource, ReplaySource, WatchSource, ZmqSource)
-SourceConfig = Annotated[Union[SOURCE_MODELS], Field(discriminator="kind")]  # type: ignore[valid-type]
+SourceConfig = Annotated[Union[SOURCE_MODELS], Field(discriminator="kind")]  # type: ignore[valid-type]  # noqa: UP007 (a tuple of types)
 SOURCE_KINDS = tuple(m.model_fields["kind"].default for m in SOURCE_MODELS)
 
 

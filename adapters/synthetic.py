@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.frame import Frame
+from lagsplit.engine.frame import Frame
 
 
 @dataclass

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.frame import Frame
+from lagsplit.engine.frame import Frame
 
 from .tally import Tally
 

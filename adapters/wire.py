@@ -1,7 +1,7 @@
 """The ZeroMQ wire protocol, version 1 (DESIGN.md §3): encoding, decoding, checking.
 
 Shared by the receiving adapter (``adapters.zmq_source``) and the sending side
-(``adapters.publish``, ``tools/mmcore_zmq_publisher.py``), so both speak exactly
+(``adapters.publish``, ``lagsplit.adapters.mmcore_publisher``), so both speak exactly
 the same thing. No sockets here: parts in, parts out.
 
 Each message is multipart. Part 0 is a UTF-8 JSON header; image messages carry

@@ -19,10 +19,9 @@ from urllib.parse import urlsplit
 
 import zmq
 
-from engine.frame import Frame
+from lagsplit.engine.frame import Frame
 
 from .tally import Tally
-
 from .wire import End, Image, Start, StreamDecoder, WireError
 
 log = logging.getLogger("lagsplit.zmq")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import ModelConfig
 from .change import ChangeDetector
+from .config import ModelConfig
 from .features import TemporalFeatures
 from .nets import LagUNet
 from .ring import Ring

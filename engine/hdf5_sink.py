@@ -111,7 +111,7 @@ class HDF5Sink:
             "config": info.config_json,
             "lags": np.asarray(info.lags, dtype=np.int64),
             "source": info.source,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "shape": np.asarray(info.shape, dtype=np.int64),
             "input_dtype": info.dtype,
         })

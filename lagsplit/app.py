@@ -8,15 +8,15 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from adapters.sources import build_adapter
-from engine.cascade import Cascade, resolve_device
-from engine.contracts import Adapter, Sink
-from engine.engine import Engine
-from engine.hdf5_sink import HDF5Sink
-from engine.monitor import Monitor
-from engine.status import Status
-from engine.threaded_sink import ThreadedSink
-from engine.trainer import OnlineTrainer
+from lagsplit.adapters.sources import build_adapter
+from lagsplit.engine.cascade import Cascade, resolve_device
+from lagsplit.engine.contracts import Adapter, Sink
+from lagsplit.engine.engine import Engine
+from lagsplit.engine.hdf5_sink import HDF5Sink
+from lagsplit.engine.monitor import Monitor
+from lagsplit.engine.status import Status
+from lagsplit.engine.threaded_sink import ThreadedSink
+from lagsplit.engine.trainer import OnlineTrainer
 
 from . import __version__
 from .config import Config

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -20,10 +20,10 @@ app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
 out = Console()
 
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a setting: section.field=value (repeatable).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a setting: section.field=value (repeatable).")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the effective config and exit.")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file.")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="HDF5 file to write.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="HDF5 file to write.")]
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -54,9 +54,9 @@ def _dry(cfg) -> None:
 
 def _run(cfg) -> None:
     """Build and run; user-facing errors become one message and exit code 2."""
-    from adapters.stacks import StackError
-    from engine.hdf5_sink import OutputError
-    from engine.status import RunState
+    from lagsplit.adapters.stacks import StackError
+    from lagsplit.engine.hdf5_sink import OutputError
+    from lagsplit.engine.status import RunState
 
     from .app import build_run, execute
 
@@ -69,7 +69,7 @@ def _run(cfg) -> None:
         status = execute(run, console=console)
     except (OSError, ValueError, RuntimeError) as exc:  # the source could not be opened; sinks are closed
         _fail(str(exc))
-    from engine.engine import final_status_line
+    from lagsplit.engine.engine import final_status_line
 
     console.print(final_status_line(status))
     if status.state == RunState.FAILED:
@@ -123,7 +123,7 @@ def run(
 def replay(
     stack: Annotated[str, typer.Argument(help="TIFF / OME-TIFF stack, .npy, or FILE.h5:/dataset.")],
     out_path: OutOpt = None,
-    fps: Annotated[Optional[float], typer.Option(help="Play at this frame rate; 0 = as fast as possible (the default).")] = None,
+    fps: Annotated[float | None, typer.Option(help="Play at this frame rate; 0 = as fast as possible (the default).")] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     dry_run: DryRun = False,
@@ -137,10 +137,10 @@ def replay(
 def watch(
     folder: Annotated[Path, typer.Argument(help="Folder the acquisition software writes one image file per frame into.")],
     out_path: OutOpt = None,
-    poll: Annotated[Optional[bool], typer.Option("--poll/--inotify", help="Poll the folder (network shares) instead of inotify events.")] = None,
-    idle_timeout: Annotated[Optional[float], typer.Option("--idle-timeout", help="End after this many seconds without a new file.")] = None,
-    end_marker: Annotated[Optional[str], typer.Option("--end-marker", help="End when a file of this name appears (e.g. END).")] = None,
-    glob: Annotated[Optional[str], typer.Option("--glob", help="File names to take, e.g. '*.tif' (default '*.tif*').")] = None,
+    poll: Annotated[bool | None, typer.Option("--poll/--inotify", help="Poll the folder (network shares) instead of inotify events.")] = None,
+    idle_timeout: Annotated[float | None, typer.Option("--idle-timeout", help="End after this many seconds without a new file.")] = None,
+    end_marker: Annotated[str | None, typer.Option("--end-marker", help="End when a file of this name appears (e.g. END).")] = None,
+    glob: Annotated[str | None, typer.Option("--glob", help="File names to take, e.g. '*.tif' (default '*.tif*').")] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     dry_run: DryRun = False,
@@ -157,9 +157,9 @@ def watch(
 def attach(
     endpoint: Annotated[str, typer.Argument(help="ZeroMQ endpoint: tcp://HOST:PORT (connect) or tcp://*:PORT (bind).")],
     out_path: OutOpt = None,
-    sub: Annotated[Optional[bool], typer.Option("--sub/--pull", help="SUB socket for a PUB sender (default: PULL, lossless).")] = None,
-    bind: Annotated[Optional[bool], typer.Option("--bind/--connect", help="Bind or connect (default: bind tcp://*:PORT, else connect).")] = None,
-    idle_timeout: Annotated[Optional[float], typer.Option("--idle-timeout", help="End after this many seconds without a message.")] = None,
+    sub: Annotated[bool | None, typer.Option("--sub/--pull", help="SUB socket for a PUB sender (default: PULL, lossless).")] = None,
+    bind: Annotated[bool | None, typer.Option("--bind/--connect", help="Bind or connect (default: bind tcp://*:PORT, else connect).")] = None,
+    idle_timeout: Annotated[float | None, typer.Option("--idle-timeout", help="End after this many seconds without a message.")] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     dry_run: DryRun = False,
@@ -181,20 +181,20 @@ def publish(
     endpoint: Annotated[str, typer.Argument(help="Where to send: tcp://*:PORT (bind; tcp://127.0.0.1:* picks a free port).")],
     fps: Annotated[float, typer.Option(help="Frames per second; 0 = as fast as the receiver takes them.")] = 10.0,
     pub: Annotated[bool, typer.Option("--pub/--push", help="PUB (broadcast to SUB receivers) instead of PUSH (lossless).")] = False,
-    bind: Annotated[Optional[bool], typer.Option("--bind/--connect", help="Bind (default) or connect to a receiver that binds.")] = None,
-    series: Annotated[Optional[str], typer.Option(help="Series name sent in every message.")] = None,
+    bind: Annotated[bool | None, typer.Option("--bind/--connect", help="Bind (default) or connect to a receiver that binds.")] = None,
+    series: Annotated[str | None, typer.Option(help="Series name sent in every message.")] = None,
     start: Annotated[int, typer.Option(help="First frame of the stack to send.")] = 0,
-    stop: Annotated[Optional[int], typer.Option(help="Send up to (not including) this frame.")] = None,
-    wait: Annotated[Optional[float], typer.Option("--wait", help="Seconds to wait for a receiver (default: until Ctrl-C).")] = None,
+    stop: Annotated[int | None, typer.Option(help="Send up to (not including) this frame.")] = None,
+    wait: Annotated[float | None, typer.Option("--wait", help="Seconds to wait for a receiver (default: until Ctrl-C).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be sent and exit.")] = False,
 ) -> None:
     """Replay a recorded stack over ZeroMQ at a camera rate: a stand-in microscope for `lagsplit attach`."""
     import signal
     import threading
 
-    from adapters.publish import Publisher, publish_stack
-    from adapters.stacks import StackError, open_stack
-    from adapters.zmq_source import EndpointError, check_endpoint, wants_bind
+    from lagsplit.adapters.publish import Publisher, publish_stack
+    from lagsplit.adapters.stacks import StackError, open_stack
+    from lagsplit.adapters.zmq_source import EndpointError, check_endpoint, wants_bind
 
     try:
         check_endpoint(endpoint)
@@ -296,14 +296,14 @@ def bench_speed(
 def bench_quality(
     quick: Annotated[bool, typer.Option("--quick", help="One small scene, one setting per baseline (for tests).")] = False,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the per-scene figures.")] = Path("out/bench"),
-    scenes: Annotated[Optional[list[str]], typer.Option("--scenes", help="Scenes to run (repeatable or comma-separated; default: all).")] = None,
+    scenes: Annotated[list[str] | None, typer.Option("--scenes", help="Scenes to run (repeatable or comma-separated; default: all).")] = None,
     steps: Annotated[int, typer.Option(help="lagsplit training steps per frame (fixed mode).")] = 1,
     frames: Annotated[int, typer.Option(help="Frames per scene.")] = 300,
     size: Annotated[int, typer.Option(help="Frame side in pixels.")] = 128,
     seed: Annotated[int, typer.Option(help="Seed of the scene generators.")] = 1,
     recordings: Annotated[bool, typer.Option("--recordings/--no-recordings", help="Also run the real recordings (no ground truth).")] = True,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Markdown file whose quality section is rewritten (default: BENCHMARKS.md; with --quick: OUT/BENCHMARKS.md).")] = None,
-    init: Annotated[Optional[Path], typer.Option("--init", help="Start lagsplit from these weights (lagsplit pretrain).")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Markdown file whose quality section is rewritten (default: BENCHMARKS.md; with --quick: OUT/BENCHMARKS.md).")] = None,
+    init: Annotated[Path | None, typer.Option("--init", help="Start lagsplit from these weights (lagsplit pretrain).")] = None,
     sets: SetOpt = None,
 ) -> None:
     """Decomposition quality against ground truth: lagsplit vs running median, EMA, MOG2, incremental PCA and offline robust PCA."""
@@ -329,7 +329,7 @@ def pretrain(
     dry_run: DryRun = False,
 ) -> None:
     """Train the lag networks on a recorded stack and save weights a live run starts from (--init)."""
-    from adapters.stacks import StackError
+    from lagsplit.adapters.stacks import StackError
 
     from .pretrain import pretrain as run_pretrain
 
@@ -370,5 +370,5 @@ def _accept_init(*names: str) -> None:
         info.callback = wrapper
 
 
-_InitOpt = Annotated[Optional[Path], typer.Option("--init", help="Start from these weights (lagsplit pretrain): same as --set train.init=PATH.")]
+_InitOpt = Annotated[Path | None, typer.Option("--init", help="Start from these weights (lagsplit pretrain): same as --set train.init=PATH.")]
 _accept_init("run", "replay", "demo", "watch", "attach")

@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from adapters.sources import SOURCE_KINDS, SourceConfig, SyntheticSource
-from engine.config import ModelConfig, MonitorConfig, OutputConfig, RuntimeConfig, Settings, TrainConfig
+from lagsplit.adapters.sources import SOURCE_KINDS, SourceConfig, SyntheticSource
+from lagsplit.engine.config import ModelConfig, MonitorConfig, OutputConfig, RuntimeConfig, Settings, TrainConfig
 
 ENV_PREFIX = "LAGSPLIT_"
 
@@ -154,7 +154,7 @@ def _section(name: str, model: type[Settings], values: dict, commented: bool = F
 
 def render_default_toml() -> str:
     """configs/default.toml: every setting with its default and its meaning (generated; see tools/)."""
-    from adapters import sources
+    from lagsplit.adapters import sources
 
     cfg = Config().model_dump(mode="json")
     out = [

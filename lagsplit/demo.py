@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import h5py
-import numpy as np
 from rich.console import Console
 
-from adapters.synthetic import SyntheticAdapter
+from lagsplit.adapters.synthetic import SyntheticAdapter
 
 from .app import build_run, execute
 from .config import Config

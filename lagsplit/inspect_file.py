@@ -9,7 +9,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from engine.hdf5_sink import GAP_REASONS, read_counters
+from lagsplit.engine.hdf5_sink import GAP_REASONS, read_counters
 
 
 def summarize(path: str | Path) -> dict:

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from adapters.replay import ReplayAdapter
-from engine.engine import Engine
+from lagsplit.adapters.replay import ReplayAdapter
+from lagsplit.engine.engine import Engine
 
 from .app import build_model
 from .config import Config

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adapters.synthetic import ArrayStream
-from engine.cascade import Cascade
-from engine.config import ModelConfig, OutputConfig, RuntimeConfig, TrainConfig
-from engine.engine import Engine
-from engine.hdf5_sink import HDF5Sink
-from engine.threaded_sink import ThreadedSink
-from engine.trainer import OnlineTrainer
+from lagsplit.adapters.synthetic import ArrayStream
+from lagsplit.engine.cascade import Cascade
+from lagsplit.engine.config import ModelConfig, OutputConfig, RuntimeConfig, TrainConfig
+from lagsplit.engine.engine import Engine
+from lagsplit.engine.hdf5_sink import HDF5Sink
+from lagsplit.engine.threaded_sink import ThreadedSink
+from lagsplit.engine.trainer import OnlineTrainer
 
 from .benchmarks_md import machine, update_section
 
@@ -121,7 +121,7 @@ def engine_numbers(size: int, frames: int, model: ModelConfig, train: TrainConfi
                 def setup(self, info): ...
                 def skip(self, *a): ...
                 def close(self): ...
-                def append(self, r):
+                def append(self, r, rss=rss):
                     if r.index in (frames // 4, frames - 1):
                         rss.append(_rss_mib())
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import zmq
 
-from engine.config import ModelConfig, TrainConfig
+from lagsplit.engine.config import ModelConfig, TrainConfig
 
 torch.set_num_threads(2)
 os.environ["COLUMNS"] = "250"  # rich consoles are built at import: keep CLI output on one line per fact

@@ -1,7 +1,7 @@
 """Helpers the tests share: running the real engine, an in-memory sink."""
 from __future__ import annotations
 
-from engine.config import ModelConfig, OutputConfig, RuntimeConfig, TrainConfig
+from lagsplit.engine.config import ModelConfig, OutputConfig, RuntimeConfig, TrainConfig
 
 # Command-line settings for a small, fast, deterministic engine (the adapter tests' runs).
 FAST_CLI = ["--set", "model.lags=[4,2,1]", "--set", "model.base_channels=4", "--set", "model.levels=1",
@@ -12,11 +12,11 @@ FAST_CLI = ["--set", "model.lags=[4,2,1]", "--set", "model.base_channels=4", "--
 def run_engine(adapter, model: ModelConfig, train: TrainConfig, path=None, components=False,
                runtime: RuntimeConfig | None = None, sinks=()):
     """Run the real engine (with the HDF5 sink when ``path`` is given) and return (status, cascade)."""
-    from engine.cascade import Cascade
-    from engine.engine import Engine
-    from engine.hdf5_sink import HDF5Sink
-    from engine.threaded_sink import ThreadedSink
-    from engine.trainer import OnlineTrainer
+    from lagsplit.engine.cascade import Cascade
+    from lagsplit.engine.engine import Engine
+    from lagsplit.engine.hdf5_sink import HDF5Sink
+    from lagsplit.engine.threaded_sink import ThreadedSink
+    from lagsplit.engine.trainer import OnlineTrainer
 
     cascade = Cascade(model, train.history, train.warmup_steps)
     trainer = OnlineTrainer(cascade, train)

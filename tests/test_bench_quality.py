@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from adapters.synthetic import make_scene, render_spots
+from lagsplit.adapters.synthetic import make_scene, render_spots
 from lagsplit.bench.baselines import MOG2, ExponentialAverage, IncrementalPCABackground, RobustPCA, RunningMedian
 from lagsplit.bench.report import END, START, write_section
 from lagsplit.bench.spots import Candidates, best_f1, spot_f1
@@ -87,7 +87,8 @@ def test_recovery_counts_frames_until_the_error_is_back_within_ten_percent():
 
 
 def test_frame_errors_and_slowness():
-    truth = np.zeros((3, 4, 4)); truth[:, 0, 0] = 4.0
+    truth = np.zeros((3, 4, 4))
+    truth[:, 0, 0] = 4.0
     est = truth + np.arange(3)[:, None, None]
     assert np.allclose(frame_errors(est, truth), np.arange(3) / truth.std())
     raw = np.random.default_rng(0).normal(size=(10, 8, 8))

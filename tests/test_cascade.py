@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from adapters.synthetic import ArrayStream
-from engine.cascade import Cascade
-from engine.config import ModelConfig, TrainConfig
-from engine.features import clipped_mean, gaussian_blur, settle_sigma
-from engine.ring import Ring
-from engine.trainer import OnlineTrainer
-
+from lagsplit.adapters.synthetic import ArrayStream
+from lagsplit.engine.cascade import Cascade
+from lagsplit.engine.config import ModelConfig, TrainConfig
+from lagsplit.engine.features import clipped_mean, gaussian_blur, settle_sigma
+from lagsplit.engine.ring import Ring
+from lagsplit.engine.trainer import OnlineTrainer
 from tests.support import ListSink, run_engine
 
 

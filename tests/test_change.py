@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from adapters.scenes import brownian_scene, jump_scene, step_scene
-from engine.cascade import Cascade
-from engine.config import ModelConfig
+from lagsplit.adapters.scenes import brownian_scene, jump_scene, step_scene
+from lagsplit.engine.cascade import Cascade
+from lagsplit.engine.config import ModelConfig
 from lagsplit.metrics import nrmse
 
 FRAMES, SIZE = 120, 64
@@ -45,7 +45,7 @@ def test_after_a_change_no_window_reaches_back_across_it():
     pos = c.ring.count - 1
     assert c.ring.segment_start == at and int(c.ring.segment_of(torch.tensor([pos]))[0]) == at
     stack = torch.from_numpy((scene.movie[at : pos + 1].astype(np.float32) - c.norm.offset) / c.norm.scale)
-    from engine.features import clipped_mean
+    from lagsplit.engine.features import clipped_mean
 
     want, _ = clipped_mean(stack, c.cfg.clip)
     assert torch.allclose(c.features.plane(1, pos), want, atol=1e-5)
@@ -80,10 +80,10 @@ def test_the_few_frames_after_a_change_are_denoised_by_a_narrowing_blur():
 def test_the_engine_counts_a_change_and_the_file_records_it(tmp_path):
     import h5py
 
-    from adapters.synthetic import ArrayStream
-    from engine.hdf5_sink import read_counters
+    from lagsplit.adapters.synthetic import ArrayStream
     from lagsplit.app import build_run
     from lagsplit.config import load_config
+    from lagsplit.engine.hdf5_sink import read_counters
 
     scene = step_scene(frames=FRAMES, size=SIZE, seed=3)
     out = tmp_path / "step.h5"
@@ -99,7 +99,7 @@ def test_the_engine_counts_a_change_and_the_file_records_it(tmp_path):
 def test_the_change_is_logged_with_its_own_frame_number_across_a_gap(caplog, tmp_path):
     """Ten frames lost right after the change's first frame: it is found one frame later
     (frame number + 11), and the log names the frame where it began, not that minus one."""
-    from adapters.synthetic import ArrayStream
+    from lagsplit.adapters.synthetic import ArrayStream
     from lagsplit.app import build_run
     from lagsplit.config import load_config
 

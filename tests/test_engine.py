@@ -12,9 +12,9 @@ import h5py
 import numpy as np
 import pytest
 
-from adapters.synthetic import ArrayStream, make_scene
-from engine.config import ModelConfig, RuntimeConfig, TrainConfig
-from engine.frame import Frame
+from lagsplit.adapters.synthetic import ArrayStream, make_scene
+from lagsplit.engine.config import ModelConfig, RuntimeConfig, TrainConfig
+from lagsplit.engine.frame import Frame
 from lagsplit.metrics import nrmse, running_median
 from tests.support import ListSink, run_engine
 
@@ -151,12 +151,12 @@ READER = textwrap.dedent("""
 
 
 def test_a_second_process_reads_the_file_while_the_run_is_live(tmp_path, noise_stack, small_model, fixed_train):
-    from engine.cascade import Cascade
-    from engine.config import OutputConfig
-    from engine.engine import Engine
-    from engine.hdf5_sink import HDF5Sink
-    from engine.threaded_sink import ThreadedSink
-    from engine.trainer import OnlineTrainer
+    from lagsplit.engine.cascade import Cascade
+    from lagsplit.engine.config import OutputConfig
+    from lagsplit.engine.engine import Engine
+    from lagsplit.engine.hdf5_sink import HDF5Sink
+    from lagsplit.engine.threaded_sink import ThreadedSink
+    from lagsplit.engine.trainer import OnlineTrainer
 
     path = tmp_path / "live.h5"
     movie = np.concatenate([noise_stack] * 4)  # 120 frames at 40 fps: ~3 s live

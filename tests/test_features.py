@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.cascade import Cascade
-from engine.config import ModelConfig
-from engine.features import clipped_mean
+from lagsplit.engine.cascade import Cascade
+from lagsplit.engine.config import ModelConfig
+from lagsplit.engine.features import clipped_mean
 
 
 def test_median_planes_are_causal_running_medians(noise_stack):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from adapters.synthetic import ArrayStream
-from engine.config import ModelConfig, TrainConfig
+from lagsplit.adapters.synthetic import ArrayStream
+from lagsplit.engine.config import ModelConfig, TrainConfig
 from tests.support import ListSink, run_engine
 
 pytestmark = [

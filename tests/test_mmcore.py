@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from engine.hdf5_sink import read_counters
 from lagsplit.cli import app
+from lagsplit.engine.hdf5_sink import read_counters
 from tests.support import FAST_CLI
 
 pytest.importorskip("pymmcore_plus")
 useq = pytest.importorskip("useq")
 
-from tools.mmcore_zmq_publisher import MDAPublisher, simulated_core  # noqa: E402
+from lagsplit.adapters.mmcore_publisher import MDAPublisher, simulated_core  # noqa: E402
 
 FRAMES = 30
 

@@ -7,11 +7,10 @@ import logging
 import numpy as np
 from rich.console import Console
 
-from adapters.synthetic import ArrayStream
-from engine.config import MonitorConfig
-from engine.monitor import Monitor, half_blocks, log_line, render
-from engine.status import Preview, RunState, Status
-from tests.support import run_engine
+from lagsplit.adapters.synthetic import ArrayStream
+from lagsplit.engine.config import MonitorConfig
+from lagsplit.engine.monitor import Monitor, half_blocks, log_line, render
+from lagsplit.engine.status import Preview, RunState, Status
 
 
 def _status(**kw) -> Status:
@@ -54,9 +53,9 @@ def test_log_line_has_the_same_facts():
 
 
 def test_without_a_terminal_the_monitor_logs_plain_lines(noise_stack, small_model, fixed_train, caplog):
-    from engine.cascade import Cascade
-    from engine.engine import Engine
-    from engine.trainer import OnlineTrainer
+    from lagsplit.engine.cascade import Cascade
+    from lagsplit.engine.engine import Engine
+    from lagsplit.engine.trainer import OnlineTrainer
 
     cascade = Cascade(small_model, fixed_train.history, fixed_train.warmup_steps)
     engine = Engine(ArrayStream(noise_stack, fps=100), cascade, OnlineTrainer(cascade, fixed_train), [])

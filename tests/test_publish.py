@@ -16,8 +16,8 @@ import tifffile
 import zmq
 from typer.testing import CliRunner
 
-from adapters.publish import Publisher, PublishStopped, publish_stack
-from adapters.wire import Image, Start, StreamDecoder
+from lagsplit.adapters.publish import Publisher, PublishStopped, publish_stack
+from lagsplit.adapters.wire import Image, Start, StreamDecoder
 from lagsplit.cli import app
 from tests.support import FAST_CLI
 

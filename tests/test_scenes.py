@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adapters.scenes import BENCH_SCENES
-from adapters.synthetic import SCENES, SyntheticAdapter, make_scene
+from lagsplit.adapters.scenes import BENCH_SCENES
+from lagsplit.adapters.synthetic import SCENES, SyntheticAdapter, make_scene
 
 SMALL = dict(frames=24, size=32)
 

@@ -16,9 +16,9 @@ import pytest
 import tifffile
 from typer.testing import CliRunner
 
-from adapters.watch import WatchAdapter, frame_number, read_image
-from engine.hdf5_sink import GAP_REASONS, read_counters
+from lagsplit.adapters.watch import WatchAdapter, frame_number, read_image
 from lagsplit.cli import app
+from lagsplit.engine.hdf5_sink import GAP_REASONS, read_counters
 from tests.support import FAST_CLI
 
 QUICK = dict(settle_s=0.05, give_up_s=0.6, reorder_s=0.3, tick_s=0.01)

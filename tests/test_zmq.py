@@ -13,11 +13,11 @@ import pytest
 import zmq
 from typer.testing import CliRunner
 
-from adapters.publish import Publisher, PublishStopped
-from adapters.wire import Image, Start, StreamDecoder, WireError, encode_end, encode_image, encode_start
-from adapters.zmq_source import EndpointError, ZmqAdapter
-from engine.hdf5_sink import GAP_REASONS, read_counters
+from lagsplit.adapters.publish import Publisher, PublishStopped
+from lagsplit.adapters.wire import Image, Start, StreamDecoder, WireError, encode_end, encode_image, encode_start
+from lagsplit.adapters.zmq_source import EndpointError, ZmqAdapter
 from lagsplit.cli import app
+from lagsplit.engine.hdf5_sink import GAP_REASONS, read_counters
 from tests.support import FAST_CLI, run_engine
 
 

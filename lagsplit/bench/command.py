@@ -31,7 +31,7 @@ def _overrides(sets: list[str]) -> dict:
 def bench_quality_command(*, quick: bool, out_dir: Path, scenes: list[str] | None, steps: int, frames: int,
                           size: int, seed: int, recordings: bool, report: Path | None, init: str | None,
                           sets: list[str], console: Console, out: Console) -> Path:
-    from adapters.scenes import BENCH_SCENES
+    from lagsplit.adapters.scenes import BENCH_SCENES
 
     unknown = [s for s in scenes or [] if s not in BENCH_SCENES]
     if unknown:

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from adapters.synthetic import ArrayStream
-from engine.contracts import RunInfo
-from engine.engine import Engine
-from engine.frame import Decomposition
+from lagsplit.adapters.synthetic import ArrayStream
+from lagsplit.engine.contracts import RunInfo
+from lagsplit.engine.engine import Engine
+from lagsplit.engine.frame import Decomposition
 
 from ..app import build_model
 from ..config import Config

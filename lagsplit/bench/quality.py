@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from adapters.scenes import BENCH_SCENES, SPOT_SIGMA
-from adapters.synthetic import Scene, make_scene
+from lagsplit.adapters.scenes import BENCH_SCENES, SPOT_SIGMA
+from lagsplit.adapters.synthetic import Scene, make_scene
 
 from ..figure import panel_figure
 from ..metrics import frame_errors, nrmse, recovery_frames
-from .baselines import OnlineMethod, RobustPCA, online_grid
+from .baselines import RobustPCA, online_grid
 from .engine_method import bench_config, merge_settings, run_engine
 from .spots import spot_f1
 

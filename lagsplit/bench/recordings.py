@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.config import ModelConfig
+from lagsplit.engine.config import ModelConfig
 
 from ..figure import panel_figure
 from ..metrics import nrmse, slowness

@@ -8,7 +8,7 @@ numbered in acquisition order, ``end`` when the sequence finishes.
 
 On a real microscope (Micro-Manager config file)::
 
-    python tools/mmcore_zmq_publisher.py --config MMConfig.cfg --frames 500 --interval-ms 50 tcp://*:5555
+    python -m lagsplit.adapters.mmcore_publisher --config MMConfig.cfg --frames 500 --interval-ms 50 tcp://*:5555
     lagsplit attach tcp://MICROSCOPE-PC:5555 --out run.h5          # on the analysis machine
 
 Without one: the same with no ``--config`` runs pymmcore-plus's UniMMCore with
@@ -16,7 +16,7 @@ Without one: the same with no ``--config`` runs pymmcore-plus's UniMMCore with
 
 From your own acquisition script::
 
-    from tools.mmcore_zmq_publisher import MDAPublisher
+    from lagsplit.adapters.mmcore_publisher import MDAPublisher
     sender = MDAPublisher(core, "tcp://*:5555")      # core: CMMCorePlus / UniMMCore
     sender.wait_ready(timeout_s=30)                  # until `lagsplit attach` has connected
     core.mda.run(sequence)
@@ -29,15 +29,11 @@ import logging
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from adapters.publish import Publisher, PublishStopped  # noqa: E402
+from .publish import Publisher, PublishStopped
 
 log = logging.getLogger("lagsplit.mmcore")
 
@@ -195,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         core = CMMCorePlus()
         core.loadSystemConfiguration(args.config)
     else:
-        from adapters.synthetic import make_scene
+        from .synthetic import make_scene
 
         movie = make_scene("filaments", frames=min(args.frames, 200), size=args.size).movie
         core = simulated_core(movie)
