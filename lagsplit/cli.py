@@ -305,6 +305,8 @@ def bench_quality(
     report: Annotated[Path | None, typer.Option("--report", help="Markdown file whose quality section is rewritten (default: BENCHMARKS.md; with --quick: OUT/BENCHMARKS.md).")] = None,
     init: Annotated[Path | None, typer.Option("--init", help="Start lagsplit from these weights (lagsplit pretrain).")] = None,
     sets: SetOpt = None,
+    levers: Annotated[bool, typer.Option("--levers", help="Run the levers (each beside the default) instead of the quality table; rewrites the levers section.")] = False,
+    levers_file: Annotated[Path, typer.Option("--levers-file", help="Levers to run with --levers.")] = Path("configs/levers.toml"),
 ) -> None:
     """Decomposition quality against ground truth: lagsplit vs running median, EMA, MOG2, incremental PCA and offline robust PCA."""
     from .bench.command import bench_quality_command
@@ -313,7 +315,8 @@ def bench_quality(
     try:
         bench_quality_command(quick=quick, out_dir=out_dir, scenes=names or None, steps=steps, frames=frames,
                               size=size, seed=seed, recordings=recordings and not quick, report=report,
-                              init=str(init) if init else None, sets=sets or [], console=console, out=out)
+                              init=str(init) if init else None, sets=sets or [], console=console, out=out,
+                              levers=levers_file if levers else None)
     except ValueError as exc:
         _fail(str(exc))
 

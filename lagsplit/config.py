@@ -6,6 +6,7 @@ booleans, arrays like ``[8, 4]``); anything else is a string.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tomllib
@@ -65,10 +66,23 @@ def _set_path(tree: dict, dotted: str, value: Any, origin: str) -> None:
     node[parts[-1]] = value
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge_settings(base: dict, over: dict) -> dict:
+    """``over`` laid onto ``base``, section by section (nested dicts merge, values replace)."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_settings(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_overrides(items: list[str], tree: dict | None = None) -> dict:
+    """``section.field=value`` items (``--set``) as a nested dict, laid onto a copy of ``tree``.
+    Values are read by :func:`parse_value`; a malformed item is a :class:`ConfigError`."""
+    out = copy.deepcopy(tree or {})
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.field=value")
+        key, value = item.split("=", 1)
+        _set_path(out, key.strip(), parse_value(value.strip()), f"--set {item}")
     return out
 
 
@@ -95,13 +109,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 env: dict[str, str] | None = None, base: dict | None = None) -> Config:
     """Build the effective config. ``base`` are command defaults (e.g. a replay's stack)
     that sit between the built-in defaults and the file."""
-    tree: dict = dict(base or {})
+    tree: dict = copy.deepcopy(base or {})
     if path is not None:
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"config file {p} does not exist")
         try:
-            tree = _merge(tree, tomllib.loads(p.read_text()))
+            tree = merge_settings(tree, tomllib.loads(p.read_text()))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {p} is not valid TOML: {exc}") from exc
     env = os.environ if env is None else env
@@ -109,11 +123,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if key.startswith(ENV_PREFIX) and "__" in key:
             dotted = key[len(ENV_PREFIX):].lower().replace("__", ".")
             _set_path(tree, dotted, parse_value(value), f"environment {key}")
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected section.field=value")
-        key, value = item.split("=", 1)
-        _set_path(tree, key.strip(), parse_value(value.strip()), f"--set {item}")
+    tree = parse_overrides(overrides or [], tree)
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:

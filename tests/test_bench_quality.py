@@ -2,16 +2,22 @@
 `lagsplit bench quality --quick` end to end."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from lagsplit.adapters.synthetic import make_scene, render_spots
 from lagsplit.bench.baselines import MOG2, ExponentialAverage, IncrementalPCABackground, RobustPCA, RunningMedian
-from lagsplit.bench.report import END, START, write_section
+from lagsplit.bench.levers import DEFAULT, Lever, LeverScore, LeversRun, load_levers
+from lagsplit.bench.report import END, START, levers_markdown, write_levers, write_section
 from lagsplit.bench.spots import Candidates, best_f1, spot_f1
 from lagsplit.cli import app
+from lagsplit.config import ConfigError, load_config
 from lagsplit.metrics import frame_errors, recovery_frames, slowness
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _spot_movie(n_frames=6, size=40, seed=0):
@@ -153,6 +159,87 @@ def test_bench_quality_quick_writes_the_table_and_a_figure(tmp_path):
 def test_bench_quality_refuses_an_unknown_scene(tmp_path):
     res = CliRunner().invoke(app, ["bench", "quality", "--quick", "--out", str(tmp_path), "--scenes", "nope"])
     assert res.exit_code == 2 and "unknown scene" in res.output
+
+
+def test_bench_overrides_go_through_the_config_parser_and_are_checked_before_anything_runs(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["bench", "quality", "--quick", "--out", str(tmp_path), "--set", "train"])
+    assert res.exit_code == 2 and "expected section.field=value" in res.output
+    res = runner.invoke(app, ["bench", "quality", "--quick", "--out", str(tmp_path), "--set", "model.nope=1"])
+    assert res.exit_code == 2 and "model.nope: unknown setting" in res.output
+    assert "scene filaments" not in res.output  # refused before the first scene started
+    assert not (tmp_path / "BENCHMARKS.md").exists()
+
+
+def test_shipped_levers_parse_and_every_lever_is_a_setting_that_exists():
+    from lagsplit.adapters.scenes import BENCH_SCENES
+
+    levers = load_levers(ROOT / "configs" / "levers.toml")
+    assert len(levers) >= 5 and len({lv.name for lv in levers}) == len(levers)
+    for lever in levers:
+        cfg = load_config(overrides=list(lever.sets), env={})  # every override is a valid setting
+        assert cfg != load_config(env={}), f"lever {lever.name!r} changes nothing"
+        assert lever.description and set(lever.scenes) <= set(BENCH_SCENES)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ('[[lever]]\nname = "x"\ndescription = "d"\nset = ["model.nope=1"]\nscenes = ["drift"]', "model.nope: unknown setting"),
+    ('[[lever]]\nname = "x"\ndescription = "d"\nset = ["train.lr=-1"]\nscenes = ["drift"]', "train.lr: Input should be greater than 0"),
+    ('[[lever]]\nname = "x"\ndescription = "d"\nset = ["model.settle=48"]\nscenes = ["mars"]', "unknown scene(s) mars"),
+    ('[[lever]]\nname = "x"\ndescription = "d"\nset = ["model.settle=48"]', "no scenes"),
+    ('scenes = ["drift"]\n[[lever]]\nname = "x"\nset = ["model.settle=48"]', "description is missing"),
+    ('scenes = ["drift"]\n[[lever]]\nname = "x"\ndescription = "d"\nset = []', "set: expected a non-empty list"),
+    ('scenes = ["drift"]\n[[lever]]\nname = "x"\ndescription = "d"\nset = ["model.settle=2"]\n'
+     '[[lever]]\nname = "x"\ndescription = "d"\nset = ["model.settle=4"]', "the name is taken"),
+])
+def test_a_bad_lever_is_refused_with_its_name_and_what_is_wrong(tmp_path, body, message):
+    f = tmp_path / "levers.toml"
+    f.write_text(body)
+    with pytest.raises(ConfigError) as err:
+        load_levers(f)
+    assert message in str(err.value) and "lever 'x'" in str(err.value)
+
+
+def _levers_run(default: dict[str, float], lever: dict[str, float]) -> LeversRun:
+    lv = Lever("wide", "a wider U-Net", ("model.base_channels=32",), tuple(lever))
+    scores = {DEFAULT: {k: LeverScore(v, 2.0) for k, v in default.items()},
+              "wide": {k: LeverScore(v, 4.0) for k, v in lever.items()}}
+    return LeversRun([lv], list(default), scores, 300, 128, 1, 100, "1 step(s)/frame", 60.0)
+
+
+def test_levers_table_is_written_from_the_run_numbers(tmp_path):
+    text = levers_markdown(_levers_run({"filaments": 0.150, "drift": 0.200}, {"filaments": 0.175, "drift": 0.125}))
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]] for r in text.splitlines()
+            if r.startswith("| ") and not r.startswith("| lever")}
+    assert rows[DEFAULT][1:4] == ["0.150", "0.200", "2.0"]
+    assert rows["wide"] == ["`model.base_channels=32`", "0.175 (+0.025)", "0.125 (-0.075)", "4.0",
+                            "better: drift; worse: filaments"]
+    assert "frames 100-299 of the 300-frame 128x128 px scenes (seed 1)" in text
+    assert "- **wide**: a wider U-Net" in text
+    other = levers_markdown(_levers_run({"filaments": 0.321, "drift": 0.200}, {"filaments": 0.300, "drift": 0.200}))
+    assert "0.321" in other and "0.175" not in other and "better: filaments; same: drift" in other
+    p = tmp_path / "BENCHMARKS.md"
+    p.write_text(f"# Benchmarks\n\n{START}\nquality kept\n{END}\n\n<!-- levers:start -->\nold\n<!-- levers:end -->\n")
+    write_levers(p, text)
+    assert "quality kept" in p.read_text() and "old" not in p.read_text() and "0.175 (+0.025)" in p.read_text()
+
+
+def test_bench_quality_levers_runs_each_lever_beside_the_default(tmp_path):
+    levers = tmp_path / "levers.toml"
+    levers.write_text('scenes = ["filaments"]\n[[lever]]\nname = "no network"\ndescription = "no training"\n'
+                      'set = ["train.mode=off"]\n[[lever]]\nname = "elsewhere"\ndescription = "another scene"\n'
+                      'set = ["model.settle=48"]\nscenes = ["step"]\n')
+    report = tmp_path / "B.md"
+    res = CliRunner().invoke(app, ["bench", "quality", "--levers", "--levers-file", str(levers), "--quick",
+                                   "--frames", "30", "--size", "32", "--scenes", "filaments", "--report", str(report)])
+    assert res.exit_code == 0, res.output
+    text = report.read_text()
+    assert "<!-- levers:start -->" in text and START not in text
+    row = {r.split("|")[1].strip(): r.split("|") for r in text.splitlines() if r.startswith("| ")}
+    default, off = float(row[DEFAULT][3]), float(row["no network"][3].split()[0])
+    assert 0 < default < 5 and 0 < off < 5
+    assert f"({off - default:+.3f})" in row["no network"][3]
+    assert "Not run (none of the chosen scenes): elsewhere" in text
 
 
 @pytest.mark.slow

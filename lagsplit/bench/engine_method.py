@@ -14,7 +14,7 @@ from lagsplit.engine.engine import Engine
 from lagsplit.engine.frame import Decomposition
 
 from ..app import build_model
-from ..config import Config
+from ..config import Config, load_config, merge_settings
 
 BENCH_DEFAULTS: dict = {
     "train": {"mode": "fixed", "steps_per_frame": 1},
@@ -63,21 +63,14 @@ class EngineRun:
     extra: dict = field(default_factory=dict)
 
 
-def merge_settings(base: dict, over: dict) -> dict:
-    """``over`` laid onto ``base``, section by section (nested dicts merge, values replace)."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge_settings(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def bench_config(overrides: dict | None = None, init: str | None = None) -> Config:
     """The benchmark's lagsplit config: the defaults, :data:`BENCH_DEFAULTS`, then ``overrides``
-    (a nested dict like ``{"train": {"steps_per_frame": 2}}``)."""
+    (a nested dict like ``{"train": {"steps_per_frame": 2}}``); environment settings do not
+    apply. A setting that does not exist or a bad value is a :class:`~lagsplit.config.ConfigError`."""
     tree = merge_settings(BENCH_DEFAULTS, overrides or {})
     if init:
         tree = merge_settings(tree, {"train": {"init": init}})
-    return Config.model_validate(tree)
+    return load_config(base=tree, env={})
 
 
 def run_engine(movie: np.ndarray, cfg: Config) -> EngineRun:

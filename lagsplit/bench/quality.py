@@ -20,10 +20,11 @@ import numpy as np
 from lagsplit.adapters.scenes import BENCH_SCENES, SPOT_SIGMA
 from lagsplit.adapters.synthetic import Scene, make_scene
 
+from ..config import merge_settings
 from ..figure import panel_figure
 from ..metrics import frame_errors, nrmse, recovery_frames
 from .baselines import RobustPCA, online_grid
-from .engine_method import bench_config, merge_settings, run_engine
+from .engine_method import bench_config, run_engine
 from .spots import spot_f1
 
 LAGSPLIT = "lagsplit"
@@ -122,14 +123,17 @@ def _family_results(scores: list[Score]) -> list[FamilyResult]:
 
 def lagsplit_overrides(frames: int, steps: int, extra: dict | None = None) -> dict:
     """The engine settings the benchmark runs lagsplit with: the slow stage in fixed mode,
-    ``steps`` per frame, warm-up training short enough to end before the scored frames start."""
+    ``steps`` per frame (or ``extra``'s ``train.steps_per_frame``), warm-up training short
+    enough to end before the scored frames start (unless ``extra`` sets ``train.warmup_steps``)."""
+    extra = extra or {}
+    steps = extra.get("train", {}).get("steps_per_frame", steps)
     first = frames // 3
     warm = max(1, (first - 16) * steps)
     # Only the slow stage (lag 8): slow and fast do not depend on the shorter lags, which
     # would double the training time without changing a number in the table.
     return merge_settings({"model": {"lags": [8]},
                            "train": {"mode": "fixed", "steps_per_frame": steps, "warmup_steps": min(warm, 100 * steps)}},
-                          extra or {})
+                          extra)
 
 
 def baseline_scores(name: str, frames: int, size: int, seed: int, quick: bool, rpca: bool) -> list[Score]:
@@ -159,7 +163,7 @@ def run_scene(name: str, frames: int, size: int, seed: int, steps: int, baseline
     cfg = bench_config(lagsplit_overrides(frames, steps, overrides), init=init)
     run = run_engine(scene.movie, cfg)
     m = cfg.model
-    setting = f"{steps} step(s)/frame, lags {list(m.lags)}, windows {list(m.windows)} ({m.statistic})"
+    setting = f"{cfg.train.steps_per_frame} step(s)/frame, lags {list(m.lags)}, windows {list(m.windows)}"
     mine = score(run.slow, scene, first, LAGSPLIT, setting, run.seconds)
     ceiling = score(scene.slow, scene, first, "true slow", "").f1
     log(f"  {name}: lagsplit slow {mine.slow:.3f} / F1 {mine.f1:.3f} ({run.seconds:.0f} s)")
@@ -213,7 +217,8 @@ def run_quality(scenes: Sequence[str] | None = None, frames: int = 300, size: in
             results.append(run_scene(name, frames, size, seed, steps, jobs[name].result, out_dir, overrides,
                                      init, log))
     m = bench_config(lagsplit_overrides(frames, steps, overrides), init=init)
-    desc = (f"{steps} step(s)/frame, lags {list(m.model.lags)}, windows {list(m.model.windows)} ({m.model.statistic}), "
+    desc = (f"{m.train.steps_per_frame} step(s)/frame, lags {list(m.model.lags)}, windows {list(m.model.windows)} "
+            "(clipped means), "
             f"warm-up {m.train.warmup_steps} steps, batch {m.train.batch} x {m.train.crop} px crops, "
             f"{m.model.threads} torch thread(s)" + (f", from weights {init}" if init else ""))
     return QualityRun(results, steps, desc, time.perf_counter() - t0, quick=quick)
