@@ -1,11 +1,14 @@
-"""The greedy residual cascade of lag autoencoders (DESIGN.md §1).
+"""The greedy residual cascade of lag autoencoders (docs/design.md, "The method").
 
-    slow_t = g_8(x_{t-8});  r1_t = x_t - slow_t
+    slow_t = g_8(statistics of the frames up to t-8);  r1_t = x_t - slow_t
     C_4(t) = g_4(r1_{t-4}); r2_t = r1_t - C_4(t)   ... and so on down the lags
     fast_t = x_t - slow_t;  residual_t = x_t - sum_L C_L(t)
 
 Each stage reads its inputs from the ring (channel k holds what stage k sees), so
-training pairs for every stage come from the same preallocated storage.
+training pairs for every stage come from the same preallocated storage. The stages work
+on the frame binned to ``model.work_size`` (engine/detail.py); slow comes back to full
+resolution with the fine detail of a robust running mean. The shorter-lag stages only
+feed the per-lag components: they run, and train, only when those are asked for.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import torch
 
 from .change import ChangeDetector
 from .config import ModelConfig
+from .detail import FineDetail, bin_factor, bin_frame, upsample
 from .features import TemporalFeatures
 from .nets import LagUNet
 from .ring import Ring
@@ -52,12 +56,14 @@ class Normaliser:
 
 @dataclass
 class StageOutput:
-    """Normalised-unit result of one frame through the cascade (tensors on the device)."""
+    """Normalised-unit result of one frame through the cascade (full-resolution tensors on
+    the device). ``components`` holds slow, then one plane per shorter lag when the
+    components were asked for (else slow alone); ``residual`` is None without them."""
 
     position: int
     slow: torch.Tensor
-    components: list[torch.Tensor]  # one per lag, longest first; slow is components[0]
-    residual: torch.Tensor
+    components: list[torch.Tensor]
+    residual: torch.Tensor | None
     warmup: bool
 
 
@@ -94,111 +100,110 @@ class CorrectionGate:
 
 
 class Cascade:
-    """Owns the lag networks, the ring and the normaliser; turns frames into components."""
+    """Owns the lag networks, the ring and the normaliser; turns frames into components.
 
-    def __init__(self, cfg: ModelConfig, history: int, warmup_steps: int, device: torch.device | None = None) -> None:
+    ``components``: also run (and train) the shorter-lag stages, whose only product is the
+    per-lag components; off, the slow stage alone runs.
+    """
+
+    def __init__(self, cfg: ModelConfig, history: int, warmup_steps: int, device: torch.device | None = None,
+                 components: bool = False) -> None:
         self.cfg = cfg
         self.lags = tuple(cfg.lags)
         self.device = device if device is not None else resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.span = max(self.lags) + (cfg.context - 1) * cfg.context_stride
-        capacity = max(self.span + history + 1, cfg.warmup_median, max(cfg.windows, default=0))
-        # channels: the frame, the residual each shorter-lag stage sees, then the slow stage's
-        # temporal features (windowed statistics), written once when a frame arrives
+        self.stages = len(self.lags) if components else 1  # the stages that run
+        self.span = max(self.lags)
+        capacity = max(self.span + history + 1, max(cfg.windows))
+        # channels: the (binned) frame, the residual each shorter-lag stage sees, then the
+        # slow stage's temporal features (windowed statistics), written once when a frame arrives
         n_feat = len(cfg.windows)
         self.ring = Ring(capacity, channels=len(self.lags) + n_feat, device=self.device)
-        self.features = TemporalFeatures(self.ring, len(self.lags), cfg.windows, cfg.statistic, cfg.clip)
+        self.features = TemporalFeatures(self.ring, len(self.lags), cfg.windows, cfg.clip)
         self.detector = ChangeDetector(self.ring, cfg.change_ratio)
         self.changes: list[int] = []  # stream positions where a sudden change started a segment
         self.settle_until = 0  # slow comes from the statistic since the change before this position
         torch.manual_seed(cfg.seed)
-        in_ch = cfg.context + (1 if cfg.median_channel else 0)
-        longest = self.features.longest()
-        # the slow network reads the past frames and the window statistics, or (slow_frames
-        # off) the statistics alone
-        slow_frames = in_ch if cfg.slow_frames or not n_feat else 0
-        skip = slow_frames + longest if cfg.slow_skip and longest is not None else None
-        self.nets = [LagUNet((slow_frames + n_feat) if k == 0 else in_ch, cfg.base_channels, cfg.levels,
+        # the slow network reads the window statistics (which leave spots out) and, with
+        # slow_skip, predicts a correction to the longest one
+        skip = self.features.longest() if cfg.slow_skip else None
+        self.nets = [LagUNet(n_feat if k == 0 else 1, cfg.base_channels, cfg.levels,
                              skip_channel=skip if k == 0 else None).to(self.device)
                      for k in range(len(self.lags))]
-        self.gate = CorrectionGate(cfg.gate_decay) if cfg.gate_decay > 0 else None
+        self.gate = CorrectionGate(cfg.gate_decay) if cfg.gate_decay > 0 and cfg.slow_skip else None
         self.infer_nets: list[LagUNet] | None = None  # averaged copies the trainer keeps, if any
         self.norm = Normaliser()
         self.warmup_steps = warmup_steps
         self.stage_steps = [0] * len(self.lags)  # training steps taken per stage
-        self._offsets = torch.arange(cfg.context) * cfg.context_stride
+        self.factor = 1  # binning of the frames into the working grid, set by the first frame
+        self.fine: FineDetail | None = None  # full-resolution detail when frames are binned
 
     # ---- geometry ---------------------------------------------------------------------------
     def input_positions(self, stage: int, targets: torch.Tensor) -> torch.Tensor:
-        """Ring positions feeding stage ``stage`` for target positions ``targets`` -> (B, context)."""
-        return targets.reshape(-1, 1) - self.lags[stage] - self._offsets.reshape(1, -1)
+        """Ring position feeding stage ``stage`` for each target position -> (B, 1)."""
+        return targets.reshape(-1, 1) - self.lags[stage]
 
     def first_target(self, stage: int) -> int:
-        """Earliest target position whose inputs for this stage are all in the ring."""
-        span = self.lags[stage] + (self.cfg.context - 1) * self.cfg.context_stride
+        """Earliest target position whose input for this stage is in the ring."""
+        span = self.lags[stage]
         return max(span, self.ring.oldest() + span)
 
     def stage_inputs(self, stage: int, targets: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) network input for each target position."""
         pos = self.input_positions(stage, targets)
-        x = self.ring.gather(stage, pos)
-        if self.cfg.median_channel:
-            w = self.cfg.warmup_median
-            last = pos[:, :1]
-            window = last - torch.arange(w).reshape(1, -1)
-            window = torch.clamp(window, min=self.ring.oldest())
-            med = self.ring.gather(stage, window).median(dim=1, keepdim=True).values
-            x = torch.cat([x, med], dim=1)
-        if stage == 0 and self.features.count:
-            last = pos[:, 0]
-            feats = torch.stack([self.ring.gather(self.features.first + j, last) for j in range(self.features.count)], 1)
-            x = torch.cat([x, feats], dim=1) if self.cfg.slow_frames else feats
-        return x
+        if stage > 0:
+            return self.ring.gather(stage, pos)
+        last = pos[:, 0]
+        return torch.stack([self.ring.gather(self.features.first + j, last) for j in range(self.features.count)], 1)
 
     @property
     def warm(self) -> bool:
-        """True once the slow stage has trained enough to replace the running median."""
+        """True once the slow stage has trained enough to replace the longest window's statistic."""
         return self.stage_steps[0] >= self.warmup_steps
 
     # ---- inference --------------------------------------------------------------------------
+    def _allocate(self, shape: tuple[int, int]) -> None:
+        self.factor = bin_factor(shape, self.cfg.work_size)
+        work = (-(-shape[0] // self.factor), -(-shape[1] // self.factor))
+        self.ring.allocate(work)
+        self.fine = FineDetail(self.factor, max(self.cfg.windows)) if self.factor > 1 else None
+
     @torch.no_grad()
     def infer(self, frame: torch.Tensor, valid: bool = True) -> StageOutput:
         """Push one (H, W) frame in ADU (float32, on the device) and decompose it."""
         if self.ring.data is None:
-            self.ring.allocate(tuple(frame.shape))  # type: ignore[arg-type]
+            self._allocate(tuple(frame.shape))  # type: ignore[arg-type]
         if not self.norm.fitted:
             self.norm.fit(frame)
         x = (frame - self.norm.offset) / self.norm.scale
         if not valid:
             x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-        pos = self.ring.push(x, valid)
+        xw = bin_frame(x, self.factor)
+        pos = self.ring.push(xw, valid)
         start = self.detector.observe(pos)
         if start is not None:
             self._new_segment(start, pos)
         else:
             self.features.update(pos)
+        if self.fine is not None and valid:
+            self.fine.update(x, self.features.noise())
         target = torch.tensor([pos])
         use_net = self.warm and pos >= self.first_target(0) and pos >= self.settle_until
         nets = self.infer_nets or self.nets
-        for net in nets:
-            net.eval()
-        comps: list[torch.Tensor] = []
         if use_net:
             inputs = self.stage_inputs(0, target)
             slow = nets[0](inputs)[0, 0]
-            if self.gate is not None and nets[0].skip_channel is not None:
-                slow = self.gate.apply(inputs[0, nets[0].skip_channel], slow, x)
-        elif self.features.count:
+            if self.gate is not None:
+                slow = self.gate.apply(inputs[0, nets[0].skip_channel], slow, xw)
+        else:
             # warm-up, or settling after a sudden change: the longest window's statistic of
             # the frames up to this one (within the segment), its few frames' noise traded
             # for a spatial blur that narrows as they add up
             slow = self.features.settling_plane(pos, self.cfg.settle_blur)
-        else:
-            slow = self.ring.running_median(pos, self.cfg.warmup_median)
-        comps.append(slow)
-        r = x - slow
-        for k in range(1, len(self.lags)):
+        comps = [slow]
+        r = xw - slow
+        for k in range(1, self.stages):
             self.ring.write(k, pos, r)
             if use_net and pos >= self.first_target(k) and self.stage_steps[k] > 0:
                 c = nets[k](self.stage_inputs(k, target))[0, 0]
@@ -206,7 +211,15 @@ class Cascade:
                 c = torch.zeros_like(r)
             comps.append(c)
             r = r - c
-        return StageOutput(pos, slow, comps, r, warmup=not use_net)
+        slow_full = self._up(slow, x)
+        if self.fine is not None and (detail := self.fine.detail()) is not None:
+            slow_full = slow_full + detail
+        comps_full = [slow_full, *(self._up(c, x) for c in comps[1:])] if self.stages > 1 else []
+        return StageOutput(pos, slow_full, comps_full, None, warmup=not use_net)
+
+    def _up(self, plane: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """A working-grid plane at the resolution of the frame ``x``."""
+        return upsample(plane, self.factor, tuple(x.shape))
 
     def _new_segment(self, start: int, pos: int) -> None:
         """A sudden change began at ``start``: windows and training pairs start afresh there,
@@ -214,6 +227,8 @@ class Cascade:
         self.ring.start_segment(start)
         for p in range(start, pos + 1):
             self.features.update(p)
+        if self.fine is not None:
+            self.fine.restart()
         self.changes.append(start)
         self.settle_until = start + max(self.lags) + self.cfg.settle
 
@@ -226,7 +241,7 @@ class Cascade:
         slow = (out.slow * s + o).float().cpu().numpy()
         rawf = raw.astype(np.float32, copy=False)
         fast = rawf - slow
-        if not components:
+        if not components or not out.components:
             return slow, fast, None, None
         comps = {lag: (c * s).float().cpu().numpy() for lag, c in zip(self.lags[1:], out.components[1:])}
         comps = {self.lags[0]: slow, **comps}
@@ -239,6 +254,8 @@ class Cascade:
         self.ring.clear()
         self.features.reset()
         self.detector.reset()
+        if self.fine is not None:
+            self.fine.restart()
         if self.gate is not None:
             self.gate = CorrectionGate(self.gate.decay)
         self.settle_until = 0
@@ -257,20 +274,44 @@ class Cascade:
         torch.save(self.state(), path)
 
     def load(self, path: str) -> None:
-        """Start from saved weights (``lagsplit pretrain``). Lags and network shape must match."""
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        if list(state["lags"]) != list(self.lags):
-            raise ValueError(f"weights in {path} are for lags {state['lags']}, this run uses {list(self.lags)}")
+        """Start from saved weights (``lagsplit pretrain``). Every model setting that changes
+        what the networks compute (``NETWORK_SETTINGS``) must match this run's; a file that is
+        not such a weights file is refused with a ValueError naming it. Nothing is changed
+        unless every network's weights fit."""
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"weights file {path} does not exist") from None
+        except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a file it cannot read
+            raise ValueError(f"cannot read weights file {path}: not a file written by `lagsplit pretrain` "
+                             f"(truncated, or another format; {type(exc).__name__})") from exc
+        missing = [k for k in ("lags", "model", "nets", "stage_steps") if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise ValueError(f"weights file {path} lacks {', '.join(missing)}: not a file written by `lagsplit pretrain`")
         mine = self.cfg.model_dump(mode="json")
         defaults = type(self.cfg)().model_dump(mode="json")
-        for key in ("base_channels", "levels", "context", "median_channel", "windows", "statistic", "slow_frames", "slow_skip"):
-            saved = state["model"].get(key, defaults[key])
+        for key in (k for k in NETWORK_SETTINGS if k in mine):  # a setting ModelConfig lacks is not compared
+            saved = state["model"].get(key, defaults[key])  # a file older than the setting had its default
             if saved != mine[key]:
                 raise ValueError(f"weights in {path} have model.{key} = {saved!r}, this run uses {mine[key]!r}")
-        for k, sd in enumerate(state["nets"]):
+        nets, steps = state["nets"], list(state["stage_steps"])
+        if len(nets) != len(self.nets) or len(steps) != len(self.nets):
+            raise ValueError(f"weights file {path} holds {len(nets)} networks, this run has {len(self.nets)}")
+        for k, sd in enumerate(nets):
+            want = {name: tuple(t.shape) for name, t in self.nets[k].state_dict().items()}
+            got = {name: tuple(t.shape) for name, t in sd.items()} if isinstance(sd, dict) else {}
+            if got != want:
+                raise ValueError(f"weights file {path}: network {k} (lag {self.lags[k]}) does not fit this run's "
+                                 f"model settings")
+        for k, sd in enumerate(nets):
             self.nets[k].load_state_dict(sd)
             if self.infer_nets is not None:
                 self.infer_nets[k].load_state_dict(sd)
         # The normaliser is refitted on this stream's first frame: the networks work in
         # normalised units, so weights carry over between movies of different brightness.
-        self.stage_steps = list(state["stage_steps"])
+        self.stage_steps = steps
+
+
+# Model settings that change what the networks compute: weights are loaded only into a
+# cascade that agrees on every one of them (read from ModelConfig; see Cascade.load).
+NETWORK_SETTINGS = ("lags", "base_channels", "levels", "windows", "clip", "slow_skip")

@@ -20,31 +20,28 @@ class ModelConfig(Settings):
     """Channels of the first U-Net level (doubles per level)."""
     levels: int = Field(2, ge=1, le=4)
     """Downsampling levels of each lag U-Net (skip connections at every level)."""
-    context: int = Field(1, ge=1, le=16)
-    """Past frames fed to each lag network: x[t-L], x[t-L-s], ... (s = context_stride)."""
-    context_stride: int = Field(1, ge=1, le=64)
-    """Spacing in frames between context frames."""
-    median_channel: bool = False
-    """Also feed the causal running median (of the frames up to t-L) as an input channel."""
     windows: tuple[int, ...] = (8, 32, 128)
-    """Windows in frames of the causal temporal statistics fed to the slow (longest-lag)
-    network as extra channels: for target t, the statistic of each window of frames ending
-    at t - L. Computed once per frame and kept in the ring, so training pairs cost nothing extra."""
-    statistic: Literal["clipped_mean", "median"] = "clipped_mean"
-    """Per-pixel statistic of each window: 'clipped_mean' (the mean of the values within
-    -4 .. +clip noise levels of the median: spots cut out, noise averaged) or 'median'."""
+    """Windows in frames of the causal temporal statistics (clipped means, engine/features.py)
+    the slow (longest-lag) network reads: for target t, the statistic of each window of
+    frames ending at t - L. Computed once per frame and kept in the ring, so training pairs
+    cost nothing extra."""
     clip: float = Field(2.0, gt=0, le=20)
-    """'clipped_mean': values above median + clip x noise level are left out (spots)."""
-    slow_frames: bool = False
-    """With ``windows``: the slow network also reads the past frame(s) x[t-L] themselves;
-    off, it reads only the window statistics (which leave spots out)."""
+    """Window statistic (the clipped mean): values above median + clip x noise level are
+    left out (spots), values below median - 4 x noise level too."""
     slow_skip: bool = True
-    """With ``windows``: the slow network predicts a correction to the longest-window
-    statistic (untrained, it returns that plane; training learns what to add)."""
+    """The slow network predicts a correction to the longest-window statistic (untrained,
+    it returns that plane; training learns what to add); off, it predicts slow itself."""
     gate_decay: float = Field(0.95, ge=0, lt=1)
-    """With ``slow_skip``: the network's correction is scaled by its least-squares weight on
-    the frames that arrive after it was made (held out), summed with this decay per frame;
-    0 uses the correction unscaled. See CorrectionGate in engine/cascade.py."""
+    """With ``slow_skip``: how much of the network's correction is used is chosen among
+    0, 1/4, 1/2, 3/4 and 1 by the absolute error each would have made on the frames that
+    arrive after it was made (held out), summed with this decay per frame; 0 uses the
+    correction unscaled. See CorrectionGate in engine/cascade.py."""
+    work_size: int = Field(128, ge=0, le=8192)
+    """Longest side in pixels of the grid the slow stage works on: larger frames are binned
+    by the smallest integer factor that brings them within it (0: always full resolution).
+    The window statistics, the change detector and the networks run on the binned frames;
+    slow at full resolution is their estimate upsampled plus the fine detail of a robust
+    running mean kept at full resolution (see engine/detail.py)."""
     change_ratio: float = Field(1.3, ge=0)
     """Sudden-change detector: when, in most of 4 x 4 tiles of the frame, the robust mean
     squared difference from the median of the 8 frames before it exceeds this multiple of
@@ -57,9 +54,6 @@ class ModelConfig(Settings):
     """While slow is the longest-window statistic (warm-up, settling), it is blurred by a
     Gaussian of min(2, settle_blur / sqrt(n)) px for a window holding n frames: few frames
     leave much noise, and a spatial average trades it for a little blur (0: no blur)."""
-    warmup_median: int = Field(16, ge=1, le=256)
-    """Without ``windows``: window in frames of the causal running median used for slow
-    during warm-up (with them, the longest window's statistic is used)."""
     device: str = "auto"
     """'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
     threads: int = Field(0, ge=0, le=256)
@@ -70,6 +64,8 @@ class ModelConfig(Settings):
     @field_validator("windows")
     @classmethod
     def _windows_positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v:
+            raise ValueError("at least one window is required, e.g. [8, 32, 128]")
         if any(w < 1 or w > 1024 for w in v):
             raise ValueError(f"windows must be 1..1024 frames, got {list(v)}")
         return v
@@ -99,7 +95,9 @@ class TrainConfig(Settings):
     max_steps_per_frame: int = Field(8, ge=1, le=10000)
     """Slack mode: most steps between two frames."""
     warmup_steps: int = Field(100, ge=0)
-    """Training steps of the slow stage before its output replaces the running median."""
+    """Training steps of the slow stage before the network's slow replaces the longest
+    window's statistic. Until then slack mode takes at least one step per frame, so warm-up
+    ends within about this many frames after the longest lag, whatever the load."""
     batch: int = Field(8, ge=1, le=256)
     """Training pairs per step."""
     crop: int = Field(64, ge=8, le=4096)
@@ -108,9 +106,6 @@ class TrainConfig(Settings):
     """Frames kept in the ring beyond the longest lag; training targets are drawn from them."""
     lr: float = Field(3e-3, gt=0, le=1.0)
     """Adam learning rate."""
-    slow_loss: Literal["l1", "mse", "huber"] = "l1"
-    """Loss of the slow (longest-lag) stage; L1 learns the conditional median, which leaves
-    out spots that occupy a pixel part of the time."""
     fast_loss: Literal["l1", "mse", "huber"] = "mse"
     """Loss of the shorter-lag stages."""
     stages_per_step: Literal["all", "rotate"] = "rotate"

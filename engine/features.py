@@ -2,15 +2,12 @@
 over several windows, computed once when a frame arrives and stored in the ring beside
 it, so that training pairs read them back for free.
 
-Two statistics:
-
-- ``median``: the temporal median of the window;
-- ``clipped_mean`` (default): the mean of the window's values that lie within
-  ``-4 s .. +clip s`` of its median, where ``s`` is the noise level estimated from the
-  lower half of the values (median minus lower quartile, robust to bright spots) and
-  smoothed over 7x7 px. Spots that pass by are cut out like in a median, but the kept
-  values are averaged, so the noise falls as 1/sqrt(n) and integer camera counts do
-  not quantise the estimate.
+The statistic is the clipped mean: the mean of the window's values that lie within
+``-4 s .. +clip s`` of its median, where ``s`` is the noise level estimated from the
+lower half of the values (median minus lower quartile, robust to bright spots) and
+smoothed over 7x7 px. Spots that pass by are cut out like in a median, but the kept
+values are averaged, so the noise falls as 1/sqrt(n) and integer camera counts do not
+quantise the estimate.
 
 Long windows average the noise away, short ones follow changes. The slow network sees
 them all, starts from the longest (``model.slow_skip``) and learns the spatial
@@ -88,19 +85,16 @@ class TemporalFeatures:
     """Writes one plane per window in ``windows`` for each pushed position, into ring
     channels ``first_channel, first_channel + 1, ...`` (normalised units)."""
 
-    def __init__(self, ring: Ring, first_channel: int, windows: tuple[int, ...],
-                 statistic: str = "clipped_mean", clip: float = 2.0) -> None:
+    def __init__(self, ring: Ring, first_channel: int, windows: tuple[int, ...], clip: float = 2.0) -> None:
         self.ring, self.first = ring, first_channel
         self.windows = tuple(windows)
         self.count = len(self.windows)
-        self.statistic, self.clip = statistic, clip
-        # per window: (position, segment, median, low, high) of its last sort
+        self.clip = clip
+        # per window: (position, segment, median, low, high, noise level) of its last sort
         self._bounds: list[tuple | None] = [None] * self.count
 
-    def longest(self) -> int | None:
-        """Index of the smoothest plane (the longest window); None without features."""
-        if not self.windows:
-            return None
+    def longest(self) -> int:
+        """Index of the smoothest plane (the longest window)."""
         return max(range(self.count), key=lambda j: self.windows[j])
 
     @torch.no_grad()
@@ -117,19 +111,25 @@ class TemporalFeatures:
         for j, w in enumerate(self.windows):
             chunks = self.ring.window_chunks(pos, w)
             n = sum(c.shape[0] for c in chunks)
-            if self.statistic == "median" or n < 4:
+            if n < 4:
                 self.ring.write(self.first + j, pos, temporal_median(torch.cat(chunks)))
                 continue
             b = self._bounds[j]
             if b is None or b[1] != seg or pos - b[0] >= max(1, n // REFRESH_DIV) or pos < b[0]:
-                b = (pos, seg, *clip_bounds(torch.cat(chunks), self.clip)[:3])
+                b = (pos, seg, *clip_bounds(torch.cat(chunks), self.clip))
                 self._bounds[j] = b
-            _, _, med, lo, hi = b
+            _, _, med, lo, hi, _ = b
             self.ring.write(self.first + j, pos, bounded_mean(chunks, lo, hi, med))
 
     def reset(self) -> None:
         """Forget the cached bounds (a new stream)."""
         self._bounds = [None] * self.count
+
+    def noise(self) -> torch.Tensor | None:
+        """The per-pixel noise level (normalised units) of the longest window's last sort;
+        None before it holds 4 frames."""
+        b = self._bounds[self.longest()]
+        return None if b is None else b[5]
 
     def plane(self, j: int, pos: int) -> torch.Tensor:
         return self.ring.plane(self.first + j, pos)
@@ -138,6 +138,5 @@ class TemporalFeatures:
         """A new plane: the longest window's statistic at ``pos``, blurred by
         :func:`settle_sigma` of the frames it holds (few after a change or at the start)."""
         j = self.longest()
-        assert j is not None, "no windows"
         n = pos - self.ring.window_start(pos, self.windows[j]) + 1
         return gaussian_blur(self.plane(j, pos), settle_sigma(n, blur))

@@ -9,7 +9,8 @@ import torch
 
 
 class Ring:
-    """Holds the last ``capacity`` positions of ``channels`` planes of (H, W) float32.
+    """Holds the last ``capacity`` positions of ``channels`` planes of (H, W) float32
+    (the working grid: frames binned as engine/detail.py says).
 
     Channel 0 is the normalised frame; channel k > 0 is the residual that stage k
     of the cascade takes as input. ``valid`` marks positions usable as training data
@@ -68,10 +69,6 @@ class Ring:
         """First position of the ``window`` ending at ``pos``: held, and within its segment."""
         return max(self.oldest(), pos - window + 1, self.segment_at(pos))
 
-    def window(self, pos: int, window: int) -> torch.Tensor:
-        """Channel 0 over the ``window`` positions ending at ``pos``, within its segment -> (n, H, W)."""
-        return torch.cat(self.window_chunks(pos, window))
-
     def clear(self) -> None:
         """Forget every position (the storage stays allocated)."""
         self.count = 0
@@ -106,18 +103,14 @@ class Ring:
         self.data[channel, pos % self.capacity].copy_(plane)
 
     def window_chunks(self, pos: int, window: int) -> list[torch.Tensor]:
-        """The same frames as :meth:`window`, as views into the storage (one or two
-        contiguous runs of slots, oldest first): nothing is copied."""
+        """Channel 0 over the ``window`` positions ending at ``pos``, within its segment, as
+        views into the storage (one or two contiguous runs of slots, oldest first): nothing
+        is copied."""
         assert self.data is not None
         a, b = self.window_start(pos, window) % self.capacity, pos % self.capacity
         if a <= b:
             return [self.data[0, a : b + 1]]
         return [self.data[0, a:], self.data[0, : b + 1]]
-
-    def running_median(self, pos: int, window: int) -> torch.Tensor:
-        """Causal temporal median of channel 0 over the ``window`` positions ending at ``pos``
-        (not reaching back before the start of its segment)."""
-        return temporal_median(self.window(pos, window))
 
 
 def temporal_median(stack: torch.Tensor) -> torch.Tensor:

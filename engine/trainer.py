@@ -61,7 +61,9 @@ class OnlineTrainer:
         if cfg.mode == "fixed":
             n_min, n_max = cfg.steps_per_frame, cfg.steps_per_frame
         else:
-            n_min, n_max = cfg.min_steps_per_frame, cfg.max_steps_per_frame
+            # warm-up ends after a bounded number of frames, however little slack there is
+            n_min = max(cfg.min_steps_per_frame, 0 if self.cascade.warm else 1)
+            n_max = cfg.max_steps_per_frame
         done: list[StepResult] = []
         while len(done) < n_max:
             if len(done) >= n_min and not slack():
@@ -73,7 +75,7 @@ class OnlineTrainer:
         return done
 
     def _stages_this_step(self) -> list[int]:
-        n = len(self.cascade.lags)
+        n = self.cascade.stages
         if self.cfg.stages_per_step == "all" or n == 1:
             return list(range(n))
         k = 1 + self._rotate % (n - 1)
@@ -128,7 +130,9 @@ class OnlineTrainer:
             return None
         xb, yb = batch
         net, opt = self.cascade.nets[stage], self.opts[stage]
-        loss_fn = _LOSSES[self.cfg.slow_loss if stage == 0 else self.cfg.fast_loss]
+        # L1 for slow: it learns the conditional median, which leaves out spots that
+        # occupy a pixel part of the time
+        loss_fn = F.l1_loss if stage == 0 else _LOSSES[self.cfg.fast_loss]
         net.train()
         loss = loss_fn(net(xb), yb)
         if not torch.isfinite(loss):

@@ -18,7 +18,7 @@ def run_engine(adapter, model: ModelConfig, train: TrainConfig, path=None, compo
     from lagsplit.engine.threaded_sink import ThreadedSink
     from lagsplit.engine.trainer import OnlineTrainer
 
-    cascade = Cascade(model, train.history, train.warmup_steps)
+    cascade = Cascade(model, train.history, train.warmup_steps, components=components)
     trainer = OnlineTrainer(cascade, train)
     all_sinks = list(sinks)
     if path is not None:
