@@ -1,11 +1,12 @@
 """The small contracts the engine is built from: sources of frames and sinks of results.
 
 An object is checked when it is plugged in; one that does not fit is refused
-with a message naming the missing method.
+with a message naming the missing method. Optional hooks (``AdapterHooks``,
+``SinkHooks``) are looked up with ``hook`` and called only where they exist.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -14,16 +15,36 @@ from .frame import Decomposition, Frame
 
 @runtime_checkable
 class Adapter(Protocol):
-    """A source of frames. ``open`` prepares, iterating yields frames, ``close`` releases.
-
-    Optional: ``counters() -> dict[str, int]`` (received / rejected ... counts the
-    adapter keeps itself), ``describe() -> str`` (a one-line source description),
-    and ``stop()`` (asks a blocking iterator to finish soon; called from another thread).
-    """
+    """A source of frames. ``open`` prepares, iterating yields frames (on the engine's
+    source thread), ``close`` releases. Optional hooks: ``AdapterHooks``."""
 
     def open(self) -> None: ...
     def __iter__(self) -> Iterator[Frame]: ...
     def close(self) -> None: ...
+
+
+class AdapterHooks(Protocol):
+    """Methods an adapter may have; the engine calls each only where it exists."""
+
+    def describe(self) -> str:
+        """One line naming the source (shown by the monitor, stored as the file's ``source``)."""
+
+    def stop(self) -> None:
+        """Ask a blocking iterator to end soon. Called from another thread; returns at once."""
+
+    def counters(self) -> dict[str, int]:
+        """What the adapter counts itself: ``received`` (every file or message that looked
+        like a frame) and ``rejected`` (those it skipped). Called from any thread."""
+
+    def lost(self) -> dict[int, str]:
+        """Frame numbers the adapter skipped since the last call, each with its reason (one
+        of the gap reasons, e.g. ``"rejected"``), each reported once. The engine records
+        them as gaps. Called from the worker thread."""
+
+
+# The run's counters, by name: what ``SinkHooks.update_counters`` receives and what the
+# HDF5 file's /counters holds (README, "The output file").
+COUNTER_NAMES = ("received", "processed", "rejected", "dropped", "gaps", "nonfinite", "train_skipped", "changes")
 
 
 @dataclass(frozen=True)
@@ -43,12 +64,30 @@ class RunInfo:
 class Sink(Protocol):
     """Receives every decomposition in order. ``skip`` records a gap of ``count``
     acquisition frames starting at ``first_index`` (``reason``: dropped, rejected,
-    missing). Optional hooks: ``train_log(step, losses)`` and ``counters(dict)``."""
+    missing). Optional hooks: ``SinkHooks``. All calls come from the worker thread."""
 
     def setup(self, info: RunInfo) -> None: ...
     def append(self, result: Decomposition) -> None: ...
     def skip(self, first_index: int, count: int, reason: str) -> None: ...
     def close(self) -> None: ...
+
+
+class SinkHooks(Protocol):
+    """Methods a sink may have; the engine calls each only where it exists."""
+
+    def train_log(self, step: int, losses: list[float]) -> None:
+        """One training step: its number (the model version it produced) and the loss of
+        each lag, longest first (NaN for a lag not trained in that step)."""
+
+    def update_counters(self, counters: dict[str, int]) -> None:
+        """The run's counters (every name in ``COUNTER_NAMES``) so far; called after each
+        frame and once more before ``close``."""
+
+
+def hook(obj: object, name: str) -> Callable | None:
+    """The optional hook ``name`` of ``obj`` (see ``AdapterHooks``, ``SinkHooks``), or None."""
+    fn = getattr(obj, name, None)
+    return fn if callable(fn) else None
 
 
 def _require(obj: object, kind: str, methods: tuple[str, ...]) -> None:

@@ -17,7 +17,7 @@ import torch
 
 from .cascade import Cascade
 from .config import RuntimeConfig
-from .contracts import Adapter, RunInfo, Sink, check_adapter, check_sink
+from .contracts import COUNTER_NAMES, Adapter, RunInfo, Sink, check_adapter, check_sink, hook
 from .frame import Decomposition, Frame
 from .status import FinishReason, LatencyStats, Preview, RateMeter, RunState, Status
 from .trainer import OnlineTrainer
@@ -51,7 +51,8 @@ class Engine:
         self.sinks = [check_sink(s) for s in sinks]
         self.rt = runtime or RuntimeConfig()
         self.components = components
-        self.source = source or getattr(adapter, "describe", lambda: type(adapter).__name__)()
+        describe = hook(adapter, "describe")
+        self.source = source or (describe() if describe is not None else type(adapter).__name__)
         self.config_json = config_json
         self.info_extra = info_extra or {}
         self.clock = clock
@@ -72,7 +73,8 @@ class Engine:
         self._t0 = 0.0
         self._last_preview_t = -1e9
         self._preview: Preview | None = None
-        self.counts = dict(received=0, processed=0, rejected=0, dropped=0, gaps=0, nonfinite=0, changes=0)
+        self._counters = dict.fromkeys(COUNTER_NAMES, 0)  # the engine's own; see _run_counters
+        self._source_ended = False  # the worker took every frame the source gave
         self._in_rate, self._out_rate, self._train_rate = RateMeter(), RateMeter(), RateMeter()
         self._latency = LatencyStats()
         self._warmup = True
@@ -125,18 +127,12 @@ class Engine:
         if self._reason is None:
             self._reason = FinishReason.STOPPED
         self._stop.set()
-        stop = getattr(self.adapter, "stop", None)
-        if callable(stop):
-            try:
-                stop()
-            except Exception:  # noqa: BLE001
-                log.exception("adapter stop() failed")
+        self._stop_adapter()
 
     def status(self) -> Status:
         now = self.clock()
         with self._lock:
-            counts = dict(self.counts)
-            adapter_counts = self._adapter_counters()
+            counters = self._run_counters()
             return Status(
                 state=self._state,
                 reason=self._reason if self._state in (RunState.FINISHED, RunState.FAILED) else None,
@@ -144,13 +140,13 @@ class Engine:
                 device=str(self.cascade.device),
                 lags=self.cascade.lags,
                 elapsed_s=now - self._t0 if self._t0 else 0.0,
-                received=max(counts["received"], adapter_counts.get("received", 0)),
-                processed=counts["processed"],
-                rejected=counts["rejected"] + adapter_counts.get("rejected", 0),
-                dropped=counts["dropped"],
-                gaps=counts["gaps"],
-                nonfinite=counts["nonfinite"],
-                changes=counts["changes"],
+                received=counters["received"],
+                processed=counters["processed"],
+                rejected=counters["rejected"],
+                dropped=counters["dropped"],
+                gaps=counters["gaps"],
+                nonfinite=counters["nonfinite"],
+                changes=counters["changes"],
                 queue_depth=self._q.qsize(),
                 queue_capacity=self.rt.queue,
                 in_rate_hz=self._in_rate.rate(now),
@@ -159,14 +155,14 @@ class Engine:
                 latency_p99_ms=self._latency.percentile(99),
                 train_steps=self.trainer.version,
                 train_rate_hz=self._train_rate.rate(now),
-                train_skipped=self.trainer.skipped,
+                train_skipped=counters["train_skipped"],
                 loss=tuple(self.trainer.last_loss),
                 model_version=self.trainer.version,
                 warmup=self._warmup,
                 last_index=self._last_index,
                 error=self._error,
                 preview=self._preview,
-                adapter=adapter_counts,
+                adapter=self._adapter_counters(),
             )
 
     # ---- threads ------------------------------------------------------------------------------
@@ -177,14 +173,14 @@ class Engine:
                     break
                 frame.arrival = self.clock()
                 with self._lock:
-                    self.counts["received"] += 1
+                    self._counters["received"] += 1
                     self._in_rate.add(frame.arrival)
                 if self.rt.overflow == "drop":
                     try:
                         self._q.put_nowait(frame)
                     except queue.Full:
                         with self._lock:
-                            self.counts["dropped"] += 1
+                            self._counters["dropped"] += 1
                             self._lost[frame.index] = "dropped"
                 else:
                     self._put_blocking(frame)
@@ -209,10 +205,13 @@ class Engine:
         try:
             while True:
                 item = self._q.get()
-                if item is _END or self._stop.is_set():
+                if item is _END:
+                    self._source_ended = True
+                    break
+                if self._stop.is_set():
                     break
                 self._process(item)
-                if self.rt.max_frames and self.counts["processed"] >= self.rt.max_frames:
+                if self.rt.max_frames and self._counters["processed"] >= self.rt.max_frames:
                     self._reason = self._reason or FinishReason.MAX_FRAMES
                     self.stop()
                     break
@@ -224,67 +223,17 @@ class Engine:
 
     # ---- per frame ----------------------------------------------------------------------------
     def _process(self, frame: Frame) -> None:
+        """One frame: accept, set up the series, record gaps, decompose, emit, account, train."""
         arr = np.asarray(frame.array)
         if not self._accept(frame, arr):
             return
-        if self._series is None:
-            self._series = (arr.shape, arr.dtype)
-            info = RunInfo(
-                shape=tuple(arr.shape), dtype=arr.dtype.str, lags=self.cascade.lags, source=self.source,
-                config_json=self.config_json, components=self.components, extra=self.info_extra,
-            )
-            for s in self.sinks:
-                s.setup(info)
-        self._record_gap(frame.index)
-        with self._lock:
-            self._lost.pop(frame.index, None)  # rejected once, then delivered after all
-
-        x = torch.from_numpy(arr.astype(np.float32, copy=False)).to(self.cascade.device)
-        valid = bool(torch.isfinite(x).all())
-        if not valid:
-            with self._lock:
-                self.counts["nonfinite"] += 1
-            log.warning("frame %d has NaN or Inf pixels: emitted, not trained on", frame.index)
-        seen = len(self.cascade.changes)
-        out = self.cascade.infer(x, valid)
-        self._recent.append((out.position, frame.index))
-        if len(self.cascade.changes) > seen:
-            with self._lock:
-                self.counts["changes"] += 1
-            at = self.cascade.changes[-1]
-            number = dict(self._recent).get(at, frame.index - (out.position - at))
-            log.warning("sudden change detected at frame %d: windows restart there, slow settles for %d frames",
-                        number, self.cascade.settle_until - at)
-        slow, fast, comps, resid = self.cascade.to_adu(out, arr, self.components)
-        done = self.clock()
-        latency = (done - frame.arrival) * 1000.0 if frame.arrival else 0.0
-        result = Decomposition(
-            index=frame.index, timestamp=frame.timestamp, raw=arr, slow=slow, fast=fast, components=comps,
-            residual=resid, model_version=self.trainer.version, warmup=out.warmup, latency_ms=latency,
-        )
+        self._set_up_series(arr)
+        self._record_gaps(until=frame.index)
+        result = self._decompose(frame, arr)
         for s in self.sinks:
             s.append(result)
-        with self._lock:
-            self.counts["processed"] += 1
-            self._out_rate.add(done)
-            self._latency.add(latency)
-            self._last_index = frame.index
-            self._warmup = out.warmup
-            if done - self._last_preview_t >= self.preview_every_s:
-                self._preview = self._make_preview(result)
-                self._last_preview_t = done
-        self._push_counters()
-
-        steps = self.trainer.after_frame(slack=lambda: self._q.empty() and not self._stop.is_set())
-        if steps:
-            now = self.clock()
-            with self._lock:
-                self._train_rate.add(now, len(steps))
-            for st in steps:
-                for s in self.sinks:
-                    hook = getattr(s, "train_log", None)
-                    if hook is not None:
-                        hook(st.step, st.losses)
+        self._account(result)
+        self._train()
 
     def _accept(self, frame: Frame, arr: np.ndarray) -> bool:
         """Reject a frame whose shape or dtype differs from the series (first frame sets it)."""
@@ -297,36 +246,113 @@ class Engine:
             shape, dtype = self._series
             why = f"shape {arr.shape} dtype {arr.dtype} differs from the series' {shape} {dtype}"
         if why is None:
+            with self._lock:
+                self._lost.pop(frame.index, None)  # rejected once, then delivered after all
             return True
         log.warning("frame %d rejected: %s", frame.index, why)
         with self._lock:
-            self.counts["rejected"] += 1
+            self._counters["rejected"] += 1
             if self._last_index is None or frame.index > self._last_index:
                 self._lost[frame.index] = "rejected"
         return False
 
-    def _record_gap(self, index: int) -> None:
-        last = self._last_index
-        if last is None or index <= last + 1:
+    def _set_up_series(self, arr: np.ndarray) -> None:
+        """The first accepted frame fixes the series' shape and dtype and sets up every sink."""
+        if self._series is not None:
             return
-        hook = getattr(self.adapter, "lost", None)  # optional: frame numbers the adapter rejected itself
-        reported = hook() if callable(hook) else {}
+        self._series = (arr.shape, arr.dtype)
+        info = RunInfo(
+            shape=tuple(arr.shape), dtype=arr.dtype.str, lags=self.cascade.lags, source=self.source,
+            config_json=self.config_json, components=self.components, extra=self.info_extra,
+        )
+        for s in self.sinks:
+            s.setup(info)
+
+    def _record_gaps(self, until: int) -> None:
+        """Record the acquisition frames after the last processed one and before ``until`` as
+        gaps, in runs of one reason: dropped, rejected (by the engine or the adapter), or missing."""
+        last = self._last_index
+        if last is None or until <= last + 1:
+            return
+        self._collect_adapter_losses(after=last)
         runs: list[tuple[int, int, str]] = []
         with self._lock:
-            for i, why in reported.items():
-                if i > last:  # numbers already passed were delivered after all, or recorded
-                    self._lost.setdefault(i, why)
-            for i in range(last + 1, index):
+            for i in range(last + 1, until):
                 reason = self._lost.pop(i, "missing")
                 if runs and runs[-1][2] == reason and runs[-1][0] + runs[-1][1] == i:
                     runs[-1] = (runs[-1][0], runs[-1][1] + 1, reason)
                 else:
                     runs.append((i, 1, reason))
-            self.counts["gaps"] += len(runs)
+            self._counters["gaps"] += len(runs)
         for first, count, reason in runs:
             log.info("gap: %d frame(s) from %d %s", count, first, reason)
             for s in self.sinks:
                 s.skip(first, count, reason)
+
+    def _collect_adapter_losses(self, after: int) -> None:
+        """Merge the frame numbers the adapter rejected itself (its optional ``lost`` hook)."""
+        fn = hook(self.adapter, "lost")
+        reported = fn() if fn is not None else {}
+        with self._lock:
+            for i, why in reported.items():
+                if i > after:  # numbers already passed were delivered after all, or recorded
+                    self._lost.setdefault(i, why)
+
+    def _decompose(self, frame: Frame, arr: np.ndarray) -> Decomposition:
+        """Run the cascade on one frame; the result is in the input's units."""
+        x = torch.from_numpy(arr.astype(np.float32, copy=False)).to(self.cascade.device)
+        valid = bool(torch.isfinite(x).all())
+        if not valid:
+            with self._lock:
+                self._counters["nonfinite"] += 1
+            log.warning("frame %d has NaN or Inf pixels: emitted, not trained on", frame.index)
+        seen = len(self.cascade.changes)
+        out = self.cascade.infer(x, valid)
+        self._recent.append((out.position, frame.index))
+        if len(self.cascade.changes) > seen:
+            self._report_change(out.position, frame.index)
+        slow, fast, comps, resid = self.cascade.to_adu(out, arr, self.components)
+        latency = (self.clock() - frame.arrival) * 1000.0 if frame.arrival else 0.0
+        return Decomposition(
+            index=frame.index, timestamp=frame.timestamp, raw=arr, slow=slow, fast=fast, components=comps,
+            residual=resid, model_version=self.trainer.version, warmup=out.warmup, latency_ms=latency,
+        )
+
+    def _report_change(self, position: int, index: int) -> None:
+        """Count and log a sudden change, named by the frame number where it began."""
+        with self._lock:
+            self._counters["changes"] += 1
+        at = self.cascade.changes[-1]
+        number = dict(self._recent).get(at, index - (position - at))
+        log.warning("sudden change detected at frame %d: windows restart there, slow settles for %d frames",
+                    number, self.cascade.settle_until - at)
+
+    def _account(self, result: Decomposition) -> None:
+        """Update the counters, rates, latency and preview the status reports; pass the counters on."""
+        now = self.clock()
+        with self._lock:
+            self._counters["processed"] += 1
+            self._out_rate.add(now)
+            self._latency.add(result.latency_ms)
+            self._last_index = result.index
+            self._warmup = result.warmup
+            if now - self._last_preview_t >= self.preview_every_s:
+                self._preview = self._make_preview(result)
+                self._last_preview_t = now
+        self._push_counters()
+
+    def _train(self) -> None:
+        """Train in the time before the next frame, as the trainer's mode says; log each step."""
+        steps = self.trainer.after_frame(slack=lambda: self._q.empty() and not self._stop.is_set())
+        if not steps:
+            return
+        with self._lock:
+            self._train_rate.add(self.clock(), len(steps))
+        for s in self.sinks:
+            fn = hook(s, "train_log")
+            if fn is not None:
+                for st in steps:
+                    fn(st.step, st.losses)
 
     def _make_preview(self, r: Decomposition) -> Preview:
         h, w = r.slow.shape
@@ -339,23 +365,30 @@ class Engine:
         )
 
     def _adapter_counters(self) -> dict[str, int]:
-        fn = getattr(self.adapter, "counters", None)
-        if not callable(fn):
+        """What the adapter counts itself (its optional ``counters`` hook); {} without one."""
+        fn = hook(self.adapter, "counters")
+        if fn is None:
             return {}
         try:
             return dict(fn())
         except Exception:  # noqa: BLE001
             return {}
 
+    def _run_counters(self) -> dict[str, int]:
+        """Every counter of COUNTER_NAMES for the run: the engine's own, with what the adapter
+        received and rejected before a frame reached the engine."""
+        own, adapter = self._counters, self._adapter_counters()
+        return dict(own, received=max(own["received"], adapter.get("received", 0)),
+                    rejected=own["rejected"] + adapter.get("rejected", 0), train_skipped=self.trainer.skipped)
+
     def _push_counters(self) -> None:
-        st = self.counts
-        adapter = self._adapter_counters()
-        counters = dict(st, rejected=st["rejected"] + adapter.get("rejected", 0), train_skipped=self.trainer.skipped)
-        counters["received"] = max(st["received"], adapter.get("received", 0))
+        """Give the counters to every sink that takes them (its optional ``update_counters`` hook)."""
+        with self._lock:
+            counters = self._run_counters()
         for s in self.sinks:
-            hook = getattr(s, "update_counters", None)
-            if hook is not None:
-                hook(counters)
+            fn = hook(s, "update_counters")
+            if fn is not None:
+                fn(counters)
 
     # ---- state --------------------------------------------------------------------------------
     def _set_state(self, state: RunState) -> None:
@@ -372,18 +405,18 @@ class Engine:
         """Always runs: stop the source, close the adapter and every sink, each on its own."""
         self._set_state(RunState.STOPPING)
         self._stop.set()
-        stop = getattr(self.adapter, "stop", None)
-        if callable(stop):
-            try:
-                stop()
-            except Exception:  # noqa: BLE001
-                log.exception("adapter stop() failed")
+        self._stop_adapter()
         # unblock a source waiting on a full queue
         while self._threads[0].is_alive():
             try:
                 self._q.get(timeout=0.1)
             except queue.Empty:
                 pass
+        if self._source_ended:
+            try:
+                self._record_trailing_gaps()
+            except Exception as exc:  # noqa: BLE001 - a failing sink is reported by its close()
+                log.error("recording the last gaps failed: %s", exc)
         try:
             self.adapter.close()
         except Exception as exc:  # noqa: BLE001
@@ -398,6 +431,26 @@ class Engine:
                 self._reason = FinishReason.SOURCE_ENDED
             self._state = RunState.FAILED if self._error else RunState.FINISHED
         log.info("run %s: %s", self._state.value, self._reason.value)
+
+    def _record_trailing_gaps(self) -> None:
+        """Frames lost after the last processed one (dropped while the worker caught up, or
+        rejected) are gaps like any other: every frame the source gave is in the file or in a gap."""
+        last = self._last_index
+        if last is None:  # nothing processed: no sink was set up
+            return
+        self._collect_adapter_losses(after=last)
+        with self._lock:
+            after = [i for i in self._lost if i > last]
+        if after:
+            self._record_gaps(until=max(after) + 1)
+
+    def _stop_adapter(self) -> None:
+        fn = hook(self.adapter, "stop")
+        if fn is not None:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001
+                log.exception("adapter stop() failed")
 
     def _close_sinks(self) -> None:
         """Close each sink on its own: one failing never keeps another open."""

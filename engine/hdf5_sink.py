@@ -4,7 +4,6 @@ if the process is killed."""
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import os
 import shutil
@@ -15,13 +14,12 @@ import h5py
 import numpy as np
 
 from .config import OutputConfig
-from .contracts import RunInfo
+from .contracts import COUNTER_NAMES, RunInfo
 from .frame import Decomposition
 
 log = logging.getLogger("lagsplit.hdf5")
 
-GAP_REASONS = ("dropped", "rejected", "missing")
-COUNTER_NAMES = ("received", "processed", "rejected", "dropped", "gaps", "nonfinite", "train_skipped", "changes")
+GAP_REASONS = ("dropped", "rejected", "missing")  # /gaps/reason holds the position in this tuple
 MIN_FREE_BYTES = 16 * 2**20
 
 
@@ -54,7 +52,7 @@ class HDF5Sink:
         self._gap_rows = 0
         self._since_flush = 0
         self._last_flush = time.monotonic()
-        self.counters = dict.fromkeys(COUNTER_NAMES, 0)
+        self._counters = dict.fromkeys(COUNTER_NAMES, 0)
         self.preflight()
 
     def preflight(self) -> None:
@@ -101,11 +99,11 @@ class HDF5Sink:
         tr.create_dataset("step", (0,), np.int64, maxshape=(None,), chunks=(1024,))
         tr.create_dataset("loss", (0, len(info.lags)), np.float32, maxshape=(None, len(info.lags)), chunks=(1024, len(info.lags)))
         gp = f.create_group("gaps")
-        gp.attrs["reasons"] = json.dumps(GAP_REASONS)
+        gp.attrs.create("reasons", list(GAP_REASONS), dtype=h5py.string_dtype())
         for name, dt in (("first_index", np.int64), ("count", np.int64), ("reason", np.uint8)):
             gp.create_dataset(name, (0,), dt, maxshape=(None,), chunks=(256,))
         cnt = f.create_dataset("counters", (len(COUNTER_NAMES),), np.int64)
-        cnt.attrs["names"] = json.dumps(COUNTER_NAMES)
+        cnt.attrs.create("names", list(COUNTER_NAMES), dtype=h5py.string_dtype())
         f.attrs.update({
             "lagsplit_version": self.version,
             "config": info.config_json,
@@ -161,7 +159,8 @@ class HDF5Sink:
         self._train_rows = n + 1
 
     def update_counters(self, counters: dict[str, int]) -> None:
-        self.counters.update({k: int(v) for k, v in counters.items() if k in self.counters})
+        """Keep the run's counters; they are written to /counters at each flush and at close."""
+        self._counters.update({k: int(v) for k, v in counters.items() if k in self._counters})
 
     def close(self) -> None:
         if self.file is None:
@@ -181,7 +180,7 @@ class HDF5Sink:
 
     def _write_counters(self) -> None:
         assert self.file is not None
-        self.file["counters"][:] = np.asarray([self.counters[k] for k in COUNTER_NAMES], dtype=np.int64)
+        self.file["counters"][:] = np.asarray([self._counters[k] for k in COUNTER_NAMES], dtype=np.int64)
 
     def _maybe_flush(self) -> None:
         now = time.monotonic()
@@ -193,6 +192,6 @@ class HDF5Sink:
 
 
 def read_counters(f: h5py.File) -> dict[str, int]:
-    """Counters a run recorded, by name."""
-    names = json.loads(f["counters"].attrs["names"])
-    return dict(zip(names, (int(v) for v in f["counters"][()])))
+    """Counters a run recorded, by name (/counters, its names in the ``names`` attribute)."""
+    ds = f["counters"]
+    return {str(name): int(v) for name, v in zip(ds.attrs["names"], ds[()], strict=True)}

@@ -29,7 +29,7 @@ class ThreadedSink:
         self._thread.start()
 
     def __getattr__(self, item: str) -> Any:
-        # Optional hooks (train_log, update_counters) are forwarded only if the sink has them.
+        # The optional hooks (contracts.SinkHooks) are forwarded only where the sink has them.
         target = getattr(self.sink, item)
         if not callable(target):
             return target

@@ -83,7 +83,7 @@ def print_summary(path: str | Path, console: Console | None = None, show_config:
     t.add_row("final loss", "  ".join(f"lag {k}: {'-' if v is None else f'{v:.4f}'}" for k, v in s["final_loss"].items()))
     if s["latency_ms_p50"] is not None:
         t.add_row("latency", f"p50 {s['latency_ms_p50']:.1f} ms, p99 {s['latency_ms_p99']:.1f} ms")
-    t.add_row("counts", "  ".join(f"{k} {v}" for k, v in s["counters"].items()))
+    t.add_row("counters", "  ".join(f"{k} {v}" for k, v in s["counters"].items()))
     t.add_row("datasets", ", ".join(s["datasets"]))
     c.print(t)
     if show_config:

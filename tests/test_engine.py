@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import h5py
@@ -15,6 +16,7 @@ import pytest
 from lagsplit.adapters.synthetic import ArrayStream, make_scene
 from lagsplit.engine.config import ModelConfig, RuntimeConfig, TrainConfig
 from lagsplit.engine.frame import Frame
+from lagsplit.engine.hdf5_sink import read_counters
 from lagsplit.metrics import nrmse, running_median
 from tests.support import ListSink, run_engine
 
@@ -92,12 +94,58 @@ def test_drop_policy_counts_drops_and_records_them_as_gaps(tmp_path, noise_stack
         missing = sorted(set(range(len(noise_stack))) - set(idx.tolist()))
         gaps = list(zip(f["gaps/first_index"][:], f["gaps/count"][:], f["gaps/reason"][:]))
         covered = [a + k for a, c, _ in gaps for k in range(c)]
-        # every dropped frame before the last processed one is an explicit gap, reason "dropped" (code 0)
-        assert covered == [m for m in missing if m < idx[-1]]
+        # every dropped frame, after the last processed one too, is an explicit gap, reason "dropped" (code 0)
+        assert covered == missing
         assert all(r == 0 for _, _, r in gaps)
-        names = list(eval(f["counters"].attrs["names"]))  # JSON list of names
-        counters = dict(zip(names, f["counters"][:]))
+        counters = read_counters(f)
         assert counters["dropped"] == status.dropped and counters["processed"] == status.processed
+
+
+class _HeldWorker(ListSink):
+    """Holds the worker inside append() of frame ``hold`` until released; signals each append."""
+
+    def __init__(self, hold: int, n: int):
+        super().__init__()
+        self.hold = hold
+        self.appended = [threading.Event() for _ in range(n)]
+        self.release = threading.Event()
+
+    def append(self, r):
+        super().append(r)
+        self.appended[r.index].set()
+        if r.index == self.hold:
+            assert self.release.wait(10)
+
+
+def test_frames_dropped_after_the_last_processed_one_are_gaps_in_the_file(tmp_path, noise_stack, small_model, fixed_train):
+    """Frames 0-4 are processed one by one; while the worker is held in frame 4, frames 5-9
+    and 11 arrive at a queue of 2: 5 and 6 are queued (processed last), 7, 8, 9 and 11 are
+    dropped, 10 never comes. All of them end up in /gaps."""
+    held = _HeldWorker(hold=4, n=12)
+
+    class Gated(_Burst):
+        def __iter__(self):
+            for i in range(5):
+                if i:
+                    assert held.appended[i - 1].wait(10)
+                yield Frame(i, float(i), noise_stack[i])
+            assert held.appended[4].wait(10)
+            for i in (5, 6, 7, 8, 9, 11):
+                yield Frame(i, float(i), noise_stack[i])
+            held.release.set()
+
+    path = tmp_path / "end.h5"
+    status, _ = run_engine(Gated(noise_stack), small_model, fixed_train, path=path, sinks=[held],
+                           runtime=RuntimeConfig(queue=2, overflow="drop"))
+    assert [r.index for r in held.results] == [0, 1, 2, 3, 4, 5, 6]
+    assert status.dropped == 4 and status.gaps == 3
+    with h5py.File(path, "r") as f:
+        reasons = [str(r) for r in f["gaps"].attrs["reasons"]]
+        gaps = [(int(a), int(c), reasons[r]) for a, c, r in zip(f["gaps/first_index"][:], f["gaps/count"][:], f["gaps/reason"][:])]
+        counters = read_counters(f)
+        np.testing.assert_array_equal(f["frames/index"][:], np.arange(7))
+    assert gaps == [(7, 3, "dropped"), (10, 1, "missing"), (11, 1, "dropped")]
+    assert (counters["processed"], counters["dropped"], counters["gaps"]) == (7, 4, 3)
 
 
 def test_block_policy_never_drops(noise_stack, small_model):
