@@ -1,4 +1,4 @@
-"""The ZeroMQ wire protocol, version 1 (DESIGN.md §3): encoding, decoding, checking.
+"""The ZeroMQ wire protocol, version 1 (docs/design.md §3): encoding, decoding, checking.
 
 Shared by the receiving adapter (``adapters.zmq_source``) and the sending side
 (``adapters.publish``, ``lagsplit.adapters.mmcore_publisher``), so both speak exactly

@@ -4,7 +4,7 @@ Slow is predicted from frames at least one lag old, from windows of up to 128 fr
 after a sudden change all of those describe a sample that is gone. The detector notices
 the change from the frames themselves, and the cascade then starts a new segment: no
 window reaches back across it, no training pair straddles it, and until the windows
-have refilled slow is the statistic of the frames since the change (DESIGN.md §1).
+have refilled slow is the statistic of the frames since the change (docs/design.md §1).
 
 The frame is cut into 4 x 4 tiles. In each, the test statistic of frame t is the mean
 of the lowest 75 % of the squared differences between the frame and the median of the

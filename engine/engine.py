@@ -1,5 +1,5 @@
 """The engine: adapter thread -> bounded input queue -> worker (inference, sinks,
-training in the slack) -> sinks. DESIGN.md §2.
+training in the slack) -> sinks. docs/design.md §2.
 
     Engine(adapter, cascade, trainer, sinks, runtime=...).run()
 """

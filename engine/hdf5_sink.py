@@ -1,4 +1,4 @@
-"""The lossless HDF5 sink (DESIGN.md §4): one row per frame, SWMR so a second
+"""The lossless HDF5 sink (docs/design.md §4): one row per frame, SWMR so a second
 process can read the file while the run is live, readable up to the last flush
 if the process is killed."""
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The lag autoencoder: a small U-Net (skip connections at every level).
 
-A bottleneck without skips blurs fine structure away (DESIGN.md §1), so every
+A bottleneck without skips blurs fine structure away (docs/design.md §1), so every
 level passes its features across to the decoder.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Online fine-tuning of the cascade from the ring (DESIGN.md §1-2).
+"""Online fine-tuning of the cascade from the ring (docs/design.md §1-2).
 
 Each stage trains against the residual left by the longer lags, with gradients
 stopped at the earlier stages (their outputs are stored in the ring, detached).
