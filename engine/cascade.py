@@ -314,4 +314,4 @@ class Cascade:
 
 # Model settings that change what the networks compute: weights are loaded only into a
 # cascade that agrees on every one of them (read from ModelConfig; see Cascade.load).
-NETWORK_SETTINGS = ("lags", "base_channels", "levels", "windows", "clip", "slow_skip")
+NETWORK_SETTINGS = ("lags", "base_channels", "levels", "windows", "clip", "slow_skip", "work_size")

@@ -130,7 +130,8 @@ def test_weights_round_trip_into_a_cascade_of_another_seed(tmp_path, small_model
 
 
 @pytest.mark.parametrize(("key", "value"), [("lags", (8, 1)), ("base_channels", 8), ("levels", 2),
-                                            ("windows", (8, 16)), ("clip", 3.0), ("slow_skip", False)])
+                                            ("windows", (8, 16)), ("clip", 3.0), ("slow_skip", False),
+                                            ("work_size", 64)])
 def test_weights_for_other_network_settings_are_refused(tmp_path, small_model, key, value):
     path = tmp_path / "w.pt"
     Cascade(small_model, history=4, warmup_steps=0).save(str(path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -47,7 +48,55 @@ def test_init_refuses_weights_of_another_shape(tmp_path, noise_stack):
     res = CliRunner().invoke(app, ["replay", str(stack), "--out", str(tmp_path / "x.h5"), "--init", str(weights),
                                    *SMALL, "--set", "model.lags=[2,1]"])
     assert res.exit_code == 2
-    assert "lags [4, 2, 1]" in res.output
+    assert "model.lags = [4, 2, 1], this run uses [2, 1]" in res.output
+
+
+def test_init_loads_the_weights_a_frozen_run_uses(tmp_path, noise_stack):
+    """With training off, a run from --init splits as the pretrained networks do, not as
+    networks of the same seed that were never trained."""
+    stack = tmp_path / "stack.npy"
+    np.save(stack, noise_stack)
+    weights = tmp_path / "w.pt"
+    res = CliRunner().invoke(app, ["pretrain", str(stack), "--out", str(weights), "--steps", "4", *SMALL])
+    assert res.exit_code == 0, res.output
+    frozen = [*SMALL, "--set", "train.mode=off", "--set", "train.warmup_steps=0", "--set", "model.gate_decay=0"]
+    slow = {}
+    for name, init in (("init", ["--init", str(weights)]), ("random", [])):
+        out = tmp_path / f"{name}.h5"
+        res = CliRunner().invoke(app, ["replay", str(stack), "--out", str(out), *init, *frozen])
+        assert res.exit_code == 0, res.output
+        with h5py.File(out, "r") as f:
+            assert not f["frames/warmup"][4:].any()  # the networks make slow from the longest lag on
+            slow[name] = f["slow"][4:]
+    # frames the networks split: pretrained weights give another slow than untrained ones
+    assert np.abs(slow["init"] - slow["random"]).max() > 1e-3
+
+
+def _truncated(path, good):
+    data = good.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(_truncated, id="truncated"),
+    pytest.param(lambda path, good: path.write_bytes(b"i am not a weights file\n"), id="not-torch"),
+    pytest.param(lambda path, good: torch.save({"weights": torch.zeros(3)}, path), id="torch-without-keys"),
+    pytest.param(lambda path, good: torch.save(torch.zeros(3), path), id="torch-tensor"),
+])
+def test_a_corrupt_init_file_is_a_clear_error_naming_it(tmp_path, noise_stack, make):
+    stack = tmp_path / "stack.npy"
+    np.save(stack, noise_stack)
+    good = tmp_path / "good.pt"
+    res = CliRunner().invoke(app, ["pretrain", str(stack), "--out", str(good), "--steps", "1", *SMALL])
+    assert res.exit_code == 0, res.output
+    bad = tmp_path / "bad.pt"
+    make(bad, good)
+    res = CliRunner().invoke(app, ["replay", str(stack), "--out", str(tmp_path / "x.h5"), "--init", str(bad), *SMALL])
+    assert res.exit_code == 2, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    assert "error:" in res.output and str(bad) in res.output and "lagsplit pretrain" in res.output, res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "x.h5").exists()
 
 
 def test_pretrain_reports_a_missing_stack(tmp_path):
