@@ -206,7 +206,7 @@ class Engine:
             while True:
                 item = self._q.get()
                 if item is _END:
-                    self._source_ended = True
+                    self._source_ended = not self._stop.is_set()  # ended by itself, not stopped
                     break
                 if self._stop.is_set():
                     break
