@@ -155,7 +155,8 @@ def make_scene(name: str, **kwargs) -> Scene:
 class ArrayStream:
     """Plays a (T, H, W) array (or anything indexable frame by frame) as a live stream: frames at ``fps`` (0: as fast as possible).
 
-    ``sleep`` and ``clock`` are injected so tests never sleep for real.
+    ``sleep`` and ``clock`` can be injected: tests pass a fake pair and never sleep for real
+    (tests/test_array_stream.py).
     """
 
     def __init__(self, movie: np.ndarray, fps: float = 0.0, name: str = "array", first_index: int = 0,

@@ -89,3 +89,52 @@ def test_dry_run_prints_the_effective_config_and_bad_config_fails_before_anythin
     assert res.exit_code == 2
     assert "train.mode" in res.output and "'slack', 'fixed' or 'off'" in res.output
     assert not (tmp_path / "y.h5").exists()
+
+
+def test_live_toml_attaches_to_a_sender_and_records_what_it_could_not_keep_as_gaps(tmp_path):
+    """configs/live.toml is a live config: it connects to a ZeroMQ sender (here a real one on a
+    random loopback port), and every frame sent is in the file or in a recorded gap."""
+    import threading
+
+    import h5py
+    import numpy as np
+    import zmq
+
+    from lagsplit.adapters.publish import Publisher, PublishStopped
+    from lagsplit.engine.hdf5_sink import read_counters
+    from tests.support import FAST_CLI
+
+    cfg = load_config(ROOT / "configs" / "live.toml", env={})
+    assert (cfg.source.kind, cfg.engine.overflow, cfg.train.mode) == ("zmq", "drop", "slack")
+    movie = np.random.default_rng(0).poisson(50, (20, 32, 32)).astype(np.uint16)
+    ctx = zmq.Context()
+    pub = Publisher("tcp://127.0.0.1:*", series="live", context=ctx)
+
+    def sender():
+        try:
+            pub.start(movie.shape[1:], movie.dtype, timeout_s=20)
+            for i, img in enumerate(movie):
+                pub.image(i, img)
+            pub.end()
+        except PublishStopped:
+            pass  # the run failed; the assertions below say why
+        finally:
+            pub.close()
+
+    t = threading.Thread(target=sender)
+    t.start()
+    out = tmp_path / "live.h5"
+    try:
+        res = CliRunner().invoke(app, ["run", str(ROOT / "configs" / "live.toml"), "--set",
+                                       f"source.endpoint={pub.endpoint}", "--set", f"output.path={out}", *FAST_CLI])
+    finally:
+        pub.stop()
+        t.join()
+        ctx.term()
+    assert res.exit_code == 0, res.output
+    with h5py.File(out, "r") as f:
+        kept = f["frames/index"][:].tolist()
+        gaps = [i for a, n in zip(f["gaps/first_index"][:], f["gaps/count"][:]) for i in range(a, a + n)]
+        c = read_counters(f)
+    assert sorted(kept + gaps) == list(range(20)) and c["received"] == 20
+    assert c["processed"] == len(kept) and c["dropped"] == len(gaps)
