@@ -43,14 +43,14 @@ def verdict(res: SceneResult) -> str:
 
 
 WHY_LOSES = {
-    "drift": "the sample moves, and slow is predicted the slow lag ahead from windows that lag by half their "
-             "length; the network has to learn the extrapolation during the unscored frames, while a short "
+    "drift": "the sample moves, and slow is predicted from frames at least the slow lag old, by windows that "
+             "lag by half their length; the network has to learn the extrapolation during the unscored frames, while a short "
              "blurred running median ending at the current frame lags less.",
     "dense": "with much of the field covered by spots, every window statistic is pulled up by them; "
              "MOG2 models the spots as a second mode of each pixel.",
     "lowlight": "at a few photons per pixel the noise level estimated from the window's lower quartile is "
                 "coarse (integer counts), so the clipping keeps or cuts more than it should.",
-    "step": "slow is a prediction from frames the slow lag old; for the first frames after the change it is "
+    "step": "slow is predicted from frames at least the slow lag old; for the first frames after the change it is "
             "the statistic of the few frames since then.",
     "jump": "as for step: the frames just after the jump have only a few frames of the new field to go on.",
 }
