@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 
 import numpy as np
 from rich.console import Console
+from rich.text import Text
 
 from lagsplit.adapters.synthetic import ArrayStream
 from lagsplit.engine.config import MonitorConfig
@@ -28,11 +30,15 @@ def _status(**kw) -> Status:
 
 def test_panel_shows_rates_queue_latency_counts_training_and_a_preview():
     console = Console(file=io.StringIO(), width=160, color_system="truecolor", force_terminal=True)
-    console.print(render(_status(), width=20))
+    console.print(render(_status(nonfinite=3, changes=4), width=20))
     out = console.file.getvalue()
+    plain = Text.from_ansi(out).plain
     for expected in ("20.0 fr/s (120 received)", "19.5 fr/s (118 processed)", "3/32", "p50 12.5 ms", "p99 40.0 ms",
-                     "dropped", "5", "rejected", "2", "55.0 steps/s", "L8: 0.210", "L2: -", "v300", "cpu", "raw", "slow", "fast"):
-        assert expected in out, expected
+                     "55.0 steps/s", "L8: 0.210", "L2: -", "v300", "cpu", "raw", "slow", "fast"):
+        assert expected in plain, expected
+    # each count beside its own label, as a whole number (not digits inside another number)
+    for label, value in (("dropped", 5), ("rejected", 2), ("gaps", 1), ("non-finite", 3), ("changes", 4)):
+        assert re.search(rf"(?<![\w-]){label} +{value}(?!\S)", plain), (label, value, plain)
     assert out.count("▀") == 3 * 20 * 10  # three 20-character previews, 2 pixel rows per character
 
 
