@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -17,6 +19,7 @@ from lagsplit.adapters.synthetic import ArrayStream, make_scene
 from lagsplit.engine.config import ModelConfig, RuntimeConfig, TrainConfig
 from lagsplit.engine.frame import Frame
 from lagsplit.engine.hdf5_sink import read_counters
+from lagsplit.inspect_file import summarize
 from lagsplit.metrics import nrmse, running_median
 from tests.support import ListSink, run_engine
 
@@ -146,6 +149,33 @@ def test_frames_dropped_after_the_last_processed_one_are_gaps_in_the_file(tmp_pa
         np.testing.assert_array_equal(f["frames/index"][:], np.arange(7))
     assert gaps == [(7, 3, "dropped"), (10, 1, "missing"), (11, 1, "dropped")]
     assert (counters["processed"], counters["dropped"], counters["gaps"]) == (7, 4, 3)
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_counters_table_matches_the_counters_a_run_writes(tmp_path, noise_stack, small_model, fixed_train):
+    """The README's Counters section (its table, the /counters row, the inspect line and the
+    reading snippet) against the file a real run writes."""
+    text = README.read_text()
+    section = text[text.index("### Counters"):text.index("## The output file")]
+    table = re.findall(r"^\| `(\w+)` \|", section, flags=re.M)
+    printed = re.search(r"^ counters +(.*)$", section, flags=re.M).group(1).split()[::2]
+    shape = int(re.search(r"^\| `/counters` \| \((\d+),\) int64 \|", text, flags=re.M).group(1))
+    snippet = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+
+    path = tmp_path / "run.h5"
+    run_engine(ArrayStream(noise_stack[:8]), small_model, fixed_train, path=path)
+    with h5py.File(path, "r") as f:
+        names = [str(n) for n in f["counters"].attrs["names"]]
+        assert f["counters"].shape == (len(names),)
+        scope = {"f": f}
+        exec(snippet, scope)  # the README's way of reading them
+        counters = scope["counters"]
+        assert counters == read_counters(f)
+    assert table == printed == names and shape == len(names)
+    assert counters["processed"] == 8 and counters["received"] == 8
+    assert summarize(path)["counters"] == counters  # what `lagsplit inspect` prints
 
 
 def test_block_policy_never_drops(noise_stack, small_model):
