@@ -12,6 +12,7 @@ feed the per-lag components: they run, and train, only when those are asked for.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,6 +137,7 @@ class Cascade:
         self.norm = Normaliser()
         self.warmup_steps = warmup_steps
         self.stage_steps = [0] * len(self.lags)  # training steps taken per stage
+        self.lock = threading.Lock()  # held while the ring changes; a training thread samples under it
         self.factor = 1  # binning of the frames into the working grid, set by the first frame
         self.fine: FineDetail | None = None  # full-resolution detail when frames are binned
 
@@ -172,6 +174,10 @@ class Cascade:
     @torch.no_grad()
     def infer(self, frame: torch.Tensor, valid: bool = True) -> StageOutput:
         """Push one (H, W) frame in ADU (float32, on the device) and decompose it."""
+        with self.lock:
+            return self._infer(frame, valid)
+
+    def _infer(self, frame: torch.Tensor, valid: bool) -> StageOutput:
         if self.ring.data is None:
             self._allocate(tuple(frame.shape))  # type: ignore[arg-type]
         if not self.norm.fitted:

@@ -57,7 +57,8 @@ class ModelConfig(Settings):
     device: str = "auto"
     """'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
     threads: int = Field(0, ge=0, le=256)
-    """CPU threads for torch; 0 keeps torch's default."""
+    """CPU threads for torch; 0: one when training runs on a thread of its own beside the
+    worker (slack mode), torch's default otherwise."""
     seed: int = 0
     """Seed for weight initialisation and training crops."""
 

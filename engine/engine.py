@@ -102,6 +102,7 @@ class Engine:
                 self._state = RunState.FAILED
             raise
         self._set_state(RunState.RUNNING)
+        self.trainer.start()
         for target, name in ((self._source_loop, "source"), (self._worker_loop, "worker")):
             t = threading.Thread(target=target, name=f"lagsplit-{name}", daemon=True)
             self._threads.append(t)
@@ -342,8 +343,10 @@ class Engine:
         self._push_counters()
 
     def _train(self) -> None:
-        """Train in the time before the next frame, as the trainer's mode says; log each step."""
-        steps = self.trainer.after_frame(slack=lambda: self._q.empty() and not self._stop.is_set())
+        """Train as the trainer's mode says (in slack mode on its own thread); log each step."""
+        self._log_steps(self.trainer.after_frame(slack=lambda: self._q.empty() and not self._stop.is_set()))
+
+    def _log_steps(self, steps: list) -> None:
         if not steps:
             return
         with self._lock:
@@ -402,8 +405,13 @@ class Engine:
         self._stop.set()
 
     def _teardown(self) -> None:
-        """Always runs: stop the source, close the adapter and every sink, each on its own."""
+        """Always runs: stop the source and the trainer, close the adapter and every sink, each on its own."""
         self._set_state(RunState.STOPPING)
+        try:
+            self.trainer.stop()
+            self._log_steps(self.trainer.drain())
+        except Exception as exc:  # noqa: BLE001
+            log.error("stopping the trainer failed: %s", exc)
         self._stop.set()
         self._stop_adapter()
         # unblock a source waiting on a full queue

@@ -6,7 +6,9 @@ stopped at the earlier stages (their outputs are stored in the ring, detached).
 from __future__ import annotations
 
 import copy
+import logging
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -15,6 +17,8 @@ from torch.nn import functional as F
 
 from .cascade import Cascade
 from .config import TrainConfig
+
+log = logging.getLogger("lagsplit.trainer")
 
 _LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l1": F.l1_loss,
@@ -35,8 +39,13 @@ class StepResult:
 class OnlineTrainer:
     """Fine-tunes the cascade's networks on random crops of pairs from the ring.
 
-    ``after_frame(slack)`` is called by the worker once a frame's components are out;
-    ``slack()`` says whether time remains before the next frame (slack mode).
+    ``after_frame(slack)`` is called by the worker once a frame's components are out and
+    returns the steps taken since the last call. 'fixed' takes its steps there and then
+    (deterministic). 'slack' trains on a thread of its own once :meth:`start` has run: a
+    frame's output never waits for a training step, training uses the CPU the worker
+    leaves, at most ``max_steps_per_frame`` steps per frame; the worker waits only for
+    ``min_steps_per_frame`` steps per frame (0 for a live camera). Without :meth:`start`,
+    'slack' trains in the worker while ``slack()`` says no frame is waiting.
     """
 
     def __init__(self, cascade: Cascade, cfg: TrainConfig) -> None:
@@ -52,12 +61,87 @@ class OnlineTrainer:
         self.skipped = 0  # steps skipped for a non-finite loss or gradient
         self.last_loss = [math.nan] * len(cascade.lags)
         self._rotate = 0
+        # the training thread (slack mode, after start())
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._running = False
+        self._frames = 0  # frames the worker has announced
+        self._since_frame = 0  # steps since the last frame
+        self._stalled_at = -1  # the frame count at which no training pair was found
+        self._done: list[StepResult] = []
+
+    # ---- the training thread ----------------------------------------------------------------
+    def start(self) -> None:
+        """Slack mode: train on a thread of its own from now on (no-op in the other modes)."""
+        if self.cfg.mode != "slack" or self._thread is not None:
+            return
+        if not self.cascade.cfg.threads:
+            # one torch thread each for the worker and the trainer: two threads apiece on two
+            # cores wait on each other (and on anything else the machine runs)
+            torch.set_num_threads(1)
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, name="lagsplit-trainer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish the step under way and end the training thread."""
+        with self._cond:
+            self._running = False
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def drain(self) -> list[StepResult]:
+        """The steps the training thread took that no ``after_frame`` has returned yet."""
+        with self._cond:
+            done, self._done = self._done, []
+        return done
+
+    def _loop(self) -> None:
+        cfg = self.cfg
+        try:
+            while True:
+                with self._cond:
+                    self._cond.wait_for(lambda: not self._running or (
+                        self._since_frame < cfg.max_steps_per_frame and self._stalled_at != self._frames))
+                    if not self._running:
+                        return
+                    frames = self._frames
+                res = self.step()
+                with self._cond:
+                    if res is None:
+                        self._stalled_at = frames  # nothing to train on until the next frame
+                    else:
+                        self._since_frame += 1
+                        self._done.append(res)
+                    self._cond.notify_all()
+        except Exception:  # noqa: BLE001 - the run goes on with the last weights
+            log.exception("training thread failed; the run goes on with the last weights")
+            with self._cond:
+                self._running = False
+                self._cond.notify_all()
+
+    def _after_frame_threaded(self) -> list[StepResult]:
+        n_min = self.cfg.min_steps_per_frame
+        with self._cond:
+            self._frames += 1
+            self._since_frame = 0
+            self._cond.notify_all()
+            if n_min:
+                frames = self._frames
+                self._cond.wait_for(lambda: not self._running or self._since_frame >= n_min
+                                    or self._stalled_at == frames)
+            done, self._done = self._done, []
+        return done
 
     def after_frame(self, slack: Callable[[], bool]) -> list[StepResult]:
         """Train as the mode says; return the steps taken."""
         cfg = self.cfg
         if cfg.mode == "off":
             return []
+        if self._thread is not None:
+            return self._after_frame_threaded()
         if cfg.mode == "fixed":
             n_min, n_max = cfg.steps_per_frame, cfg.steps_per_frame
         else:
@@ -101,6 +185,10 @@ class OnlineTrainer:
         return StepResult(self.version, losses)
 
     def _sample(self, stage: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        with self.cascade.lock:  # the worker writes the ring under the same lock
+            return self._sample_locked(stage)
+
+    def _sample_locked(self, stage: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         c, cfg = self.cascade, self.cfg
         ring = c.ring
         lo, hi = c.first_target(stage), ring.count - 1

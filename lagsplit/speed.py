@@ -1,10 +1,24 @@
-"""``lagsplit bench speed``: how fast the engine decomposes and trains, and what it holds in memory.
+"""``lagsplit bench speed``: does the engine keep up with a camera, and what does it hold in memory.
 
-Everything is measured in one run, interleaved, and reported as ratios beside the
-absolute numbers, because this machine is shared and noisy.
+Each frame size runs in a fresh process (so its peak RSS is its own), with the default
+configuration, on a uint16 movie of a static sample, moving spots and shot noise. In one
+process and one go, interleaved where it matters, because this machine is shared and noisy:
+
+(a) inference only: the engine replaying as fast as possible, networks in use, no training;
+(b) inference with training: the same with the default training (at least
+    ``train.min_steps_per_frame`` steps per frame, however little slack there is);
+(c) live: the whole engine with the HDF5 sink, frames arriving at a camera rate, with the
+    live policy (``overflow = "drop"``, training only in the slack): latency p50 / p99,
+    dropped frames, frames until the networks are in use, the time from the last frame to
+    the end of the run;
+and beside them OpenCV MOG2, a causal 16-frame running median and the HDF5 sink alone
+(the same bytes, the ceiling of the output path) on the same frames, as ratios.
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
+import multiprocessing
+import resource
 import statistics
 import tempfile
 import time
@@ -13,170 +27,282 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lagsplit.adapters.synthetic import ArrayStream
-from lagsplit.engine.cascade import Cascade
-from lagsplit.engine.config import ModelConfig, OutputConfig, RuntimeConfig, TrainConfig
-from lagsplit.engine.engine import Engine
-from lagsplit.engine.hdf5_sink import HDF5Sink
-from lagsplit.engine.threaded_sink import ThreadedSink
-from lagsplit.engine.trainer import OnlineTrainer
-
 from .benchmarks_md import machine, update_section
+
+LIVE_FPS = 20.0  # the camera rate of the live run at sizes up to 512 px
+DISTINCT = 24  # distinct frames the movie cycles through (the memory stays that of 24 frames)
+
+
+class CyclingMovie:
+    """A (T, H, W) uint16 movie read frame by frame: a static sample with fine structure, a
+    few spots moving across it, Poisson noise; ``DISTINCT`` noisy frames, cycled."""
+
+    def __init__(self, size: int, frames: int, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+        sample = 200 + 150 * np.sin(7 * yy + 3 * xx) ** 2
+        sample[:, size // 3 :: max(8, size // 16)] += 300  # 1-px lines
+        self._frames = []
+        for t in range(DISTINCT):
+            frame = sample.copy()
+            for k in range(8):
+                cy = int((0.1 + 0.1 * k) * size + 3 * t) % size
+                cx = int((0.9 - 0.1 * k) * size + 5 * t) % size
+                frame[max(0, cy - 2) : cy + 3, max(0, cx - 2) : cx + 3] += 800
+            self._frames.append(rng.poisson(frame).astype(np.uint16))
+        self.shape = (frames, size, size)
+        self.dtype = np.dtype(np.uint16)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self._frames[i % DISTINCT]
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _rss_mib() -> float:
     try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * 4096 / 2**20
+        return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
     except OSError:
         return float("nan")
 
 
-def _movie(size: int, frames: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    base = rng.uniform(20, 60, (size, size))
-    return rng.poisson(base, (frames, size, size)).astype(np.uint16)
+def _config(overrides: list[str], path: str | None):
+    from .config import load_config
+
+    sets = [*overrides, "monitor.mode=off", f"output.path={path or ''}", "output.overwrite=true"]
+    return load_config(overrides=sets)
 
 
-def _time_ms(fn, repeat: int) -> float:
-    samples = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t) * 1000)
-    return statistics.median(samples)
+def _engine_run(movie, overrides: list[str], *, fps: float = 0.0, path: str | None = None,
+                warm: bool = False, rss_every: int = 0) -> dict:
+    """One run of the real engine (built as the CLI builds it) over ``movie``."""
+    from lagsplit.adapters.synthetic import ArrayStream
+
+    from .app import build_run
+
+    cfg = _config(overrides, path)
+    stream = ArrayStream(movie, fps=fps, name="bench")
+    rss: list[tuple[int, float]] = []
+    sent = {"t": 0.0}
+    frames = len(movie)
+
+    class Probe:  # a sink that samples memory, and notes when the last frame was emitted
+        def setup(self, info): ...
+        def skip(self, first, count, reason): ...
+        def close(self): ...
+
+        def append(self, r):
+            if rss_every and r.index % rss_every == 0:
+                rss.append((r.index, _rss_mib()))
+            if r.index == frames - 1:
+                sent["t"] = time.perf_counter()
+
+    run = build_run(cfg, adapter=stream, extra_sinks=[Probe()])
+    if warm:  # the steady state: networks in use from the first frame they can be
+        run.cascade.stage_steps = [run.cascade.warmup_steps] * len(run.cascade.lags)
+    first_net: dict = {"row": None}
+    t0 = time.perf_counter()
+    st = run.engine.run()
+    t1 = time.perf_counter()
+    if path:
+        import h5py
+
+        with h5py.File(path, "r", swmr=True) as f:
+            warmup = f["frames/warmup"][:]
+            lat = f["frames/latency_ms"][:]
+            idx = np.flatnonzero(warmup == 0)
+            first_net["row"] = int(idx[0]) if len(idx) else None
+            p50, p99 = (float(np.percentile(lat, 50)), float(np.percentile(lat, 99))) if len(lat) else (0.0, 0.0)
+    else:
+        p50, p99 = st.latency_p50_ms, st.latency_p99_ms
+    return {"fps": st.processed / (t1 - t0), "processed": st.processed, "dropped": st.dropped,
+            "steps": st.train_steps, "p50": p50, "p99": p99, "first_net": first_net["row"],
+            "tail_s": t1 - sent["t"] if sent["t"] else float("nan"), "rss": rss, "state": st.state.value}
 
 
-def kernel_numbers(size: int, repeat: int, model: ModelConfig, train: TrainConfig) -> dict:
-    """Per-frame inference (network and warm-up paths), the window statistics alone (as
-    run: bounds re-sorted every n // 16 frames; and re-sorted every frame), and one
-    training step, in ms."""
-    # enough frames to fill the longest window, so the steady state is what is timed
-    movie = _movie(size, max(model.lags[0] + train.history, max(model.windows, default=0)) + 16)
-    c = Cascade(model, train.history, warmup_steps=0)
-    tr = OnlineTrainer(c, train)
-    tr_all = OnlineTrainer(c, train.model_copy(update={"stages_per_step": "all"}))
-    frames = [torch.from_numpy(f.astype(np.float32)) for f in movie]
-    for f in frames:
-        c.infer(f)
-    c.stage_steps = [1] * len(c.lags)
-    i = iter(range(10**9))
+def _baselines(movie, frames: int) -> dict:
+    """OpenCV MOG2, a causal 16-frame running median and the HDF5 sink alone on the same frames."""
+    import cv2
 
-    def infer_net():
-        f = frames[next(i) % len(frames)]
-        out = c.infer(f)
-        c.to_adu(out, movie[0], False)
+    out: dict = {}
+    mog = cv2.createBackgroundSubtractorMOG2(history=100, varThreshold=16, detectShadows=False)
+    t = time.perf_counter()
+    for i in range(frames):
+        mog.apply(movie[i])
+    out["mog2_fps"] = frames / (time.perf_counter() - t)
 
-    def infer_median():
-        saved = c.stage_steps
-        c.stage_steps = [0] * len(c.lags)
-        c.warmup_steps = 1
-        out = c.infer(frames[next(i) % len(frames)])
-        c.to_adu(out, movie[0], False)
-        c.stage_steps, c.warmup_steps = saved, 0
+    h, w = movie.shape[1:]
+    ring = np.zeros((16, h, w), np.float32)
+    n = min(frames, 48)
+    t = time.perf_counter()
+    for i in range(n):
+        ring[i % 16] = movie[i]
+        slow = np.median(ring[: min(i + 1, 16)], axis=0)
+        _ = movie[i].astype(np.float32) - slow
+    out["median_fps"] = n / (time.perf_counter() - t)
 
-    def features_cached():
-        c.features.update(c.ring.count - 1)
+    from lagsplit.engine.config import OutputConfig
+    from lagsplit.engine.contracts import RunInfo
+    from lagsplit.engine.frame import Decomposition
+    from lagsplit.engine.hdf5_sink import HDF5Sink
 
-    def features_sorted():
-        c.features.reset()  # forget the bounds: sort the windows again
-        c.features.update(c.ring.count - 1)
-
-    infer_net()
-    tr.step()
-    res = {"size": size}
-    # interleave the measurements so drifting machine load hits them alike
-    net, med, rot, all_, fc, fs = [], [], [], [], [], []
-    for _ in range(repeat):
-        net.append(_time_ms(infer_net, 1))
-        med.append(_time_ms(infer_median, 1))
-        rot.append(_time_ms(tr.step, 1))
-        all_.append(_time_ms(tr_all.step, 1))
-        fc.append(_time_ms(features_cached, 1))
-        fs.append(_time_ms(features_sorted, 1))
-    res.update(feat_ms=statistics.median(fc), feat_sort_ms=statistics.median(fs))
-    res.update(infer_ms=statistics.median(net), median_ms=statistics.median(med),
-               step_rotate_ms=statistics.median(rot), step_all_ms=statistics.median(all_),
-               ring_mib=c.ring.data.numel() * 4 / 2**20)
-    return res
-
-
-def engine_numbers(size: int, frames: int, model: ModelConfig, train: TrainConfig) -> dict:
-    """End-to-end frames/s through the threaded engine: training off / 1 step per frame, with and without HDF5."""
-    movie = _movie(size, frames)
-    out: dict = {"size": size, "frames": frames}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, mode, write in (("off_nofile", "off", False), ("off_hdf5", "off", True),
-                                   ("fixed1_hdf5", "fixed", True)):
-            c = Cascade(model, train.history, warmup_steps=0)
-            tcfg = train.model_copy(update={"mode": mode, "steps_per_frame": 1, "warmup_steps": 0})
-            sinks = []
-            if write:
-                p = Path(tmp) / f"{label}.h5"
-                sinks.append(ThreadedSink(HDF5Sink(p, OutputConfig(path=str(p))), maxsize=64))
-            c.stage_steps = [1] * len(c.lags)  # use the networks from the first frame: the steady-state cost
-            rss = []
-
-            class _Probe:
-                def setup(self, info): ...
-                def skip(self, *a): ...
-                def close(self): ...
-                def append(self, r, rss=rss):
-                    if r.index in (frames // 4, frames - 1):
-                        rss.append(_rss_mib())
-
-            eng = Engine(ArrayStream(movie), c, OnlineTrainer(c, tcfg), [*sinks, _Probe()],
-                         runtime=RuntimeConfig(queue=16, overflow="block"))
-            t = time.perf_counter()
-            st = eng.run()
-            dt = time.perf_counter() - t
-            out[f"{label}_fps"] = st.processed / dt
-            out[f"{label}_p50_ms"] = st.latency_p50_ms
-            if label == "fixed1_hdf5":
-                out["rss_growth_mib"] = rss[-1] - rss[0] if len(rss) == 2 else float("nan")
+        p = str(Path(tmp) / "sink.h5")
+        sink = HDF5Sink(p, OutputConfig(path=p, overwrite=True))
+        sink.setup(RunInfo(shape=(h, w), dtype="<u2", lags=(8,), source="bench", config_json="{}", components=False))
+        slow = np.full((h, w), 100.0, np.float32)
+        n = min(frames, 60)
+        t = time.perf_counter()
+        for i in range(n):
+            raw = movie[i]
+            sink.append(Decomposition(index=i, timestamp=float(i), raw=raw, slow=slow, fast=raw - slow,
+                                      components=None, residual=None, model_version=0, warmup=False,
+                                      latency_ms=0.0))
+        sink.close()
+        out["hdf5_fps"] = n / (time.perf_counter() - t)
     return out
 
 
-def run_speed(sizes: list[int], frames: int, repeat: int, threads: int, write: bool, path: str = "BENCHMARKS.md") -> str:
-    if threads:
-        torch.set_num_threads(threads)
-    model = ModelConfig(device="cpu")
-    train = TrainConfig(mode="fixed")
-    kernels = [kernel_numbers(s, repeat, model, train) for s in sizes]
-    engines = [engine_numbers(s, frames, model, train) for s in sizes]
-    cmd = f"lagsplit bench speed --sizes {','.join(map(str, sizes))} --frames {frames} --repeat {repeat}" + (
-        f" --threads {threads}" if threads else "")
+def _profile(size: int, overrides: list[str]) -> dict:
+    """Per-frame ms of the parts of the path: the slow stage on the working grid, the
+    full-resolution work around it, one training step."""
+    from lagsplit.engine.cascade import Cascade
+    from lagsplit.engine.trainer import OnlineTrainer
+
+    cfg = _config(overrides, None)
+    movie = CyclingMovie(size, 1)
+    c = Cascade(cfg.model, cfg.train.history, warmup_steps=0)
+    tr = OnlineTrainer(c, cfg.train)
+    frames = [torch.from_numpy(movie[i].astype(np.float32)) for i in range(DISTINCT)]
+    n_fill = max(cfg.model.windows) + 8
+    for i in range(n_fill):
+        c.infer(frames[i % DISTINCT])
+    work = [torch.nn.functional.avg_pool2d(f[None, None], c.factor, ceil_mode=True)[0, 0] for f in frames[:4]]
+    cw = Cascade(cfg.model.model_copy(update={"work_size": 0}), cfg.train.history, warmup_steps=0)
+    for i in range(n_fill):
+        cw.infer(work[i % 4])
+    samples: dict[str, list[float]] = {"infer": [], "work": [], "step": []}
+    for i in range(12):
+        t = time.perf_counter()
+        out = c.infer(frames[i % DISTINCT])
+        c.to_adu(out, movie[i], False)
+        samples["infer"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        cw.infer(work[i % 4])
+        samples["work"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        tr.step()
+        samples["step"].append(time.perf_counter() - t)
+    ms = {k: 1000 * statistics.median(v) for k, v in samples.items()}
+    ms["full_res"] = max(0.0, ms["infer"] - ms["work"])
+    ms["factor"] = c.factor
+    return ms
+
+
+def measure_size(size: int, frames: int, overrides: list[str], live_fps: float | None, soak: int) -> dict:
+    """Everything for one frame size (run in a fresh process)."""
+    movie = CyclingMovie(size, frames)
+    res: dict = {"size": size, "frames": frames}
+    res.update(_baselines(movie, frames))
+    res["profile"] = _profile(size, overrides)
+    res["a"] = _engine_run(movie, [*overrides, "train.mode=off"], warm=True)
+    res["b"] = _engine_run(movie, overrides, warm=True)
+    fps = live_fps or (LIVE_FPS if size <= 512 else round(res["mog2_fps"] / 2, 1))
+    live = ["engine.overflow=drop", "train.min_steps_per_frame=0"]
+    with tempfile.TemporaryDirectory() as tmp:
+        res["c"] = _engine_run(movie, [*overrides, *live], fps=fps, path=str(Path(tmp) / "live.h5"))
+        res["c"]["fps_in"] = fps
+        if soak:
+            soak_movie = CyclingMovie(size, soak)
+            res["soak"] = _engine_run(soak_movie, overrides, path=str(Path(tmp) / "soak.h5"), warm=True,
+                                      rss_every=max(1, soak // 20))
+    res["peak_rss_mib"] = _peak_rss_mib()
+    res["torch_threads"] = torch.get_num_threads()
+    return res
+
+
+def _limit(p: dict, hdf5_ms: float) -> str:
+    parts = {
+        f"the slow stage on the {p['factor']}x-binned working grid (statistics, network)": p["work"],
+        "full-resolution work (conversion, binning, fine detail, upsampling)": p["full_res"],
+        "training steps": p["step"],
+        "HDF5 writes": hdf5_ms,
+    }
+    name = max(parts, key=parts.get)
+    shares = ", ".join(f"{k.split(' (')[0]} {v:.0f} ms" for k, v in parts.items())
+    return f"{name} ({shares} per frame)"
+
+
+def run_speed(sizes: list[int], frames: int, overrides: list[str], live_fps: float | None = None, soak: int = 0,
+              write: bool = True, path: str = "BENCHMARKS.md") -> str:
+    results = []
+    ctx = multiprocessing.get_context("spawn")
+    for size in sizes:
+        with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            results.append(pool.submit(measure_size, size, frames, overrides, live_fps, soak).result())
+    cmd = f"lagsplit bench speed --sizes {','.join(map(str, sizes))} --frames {frames}"
+    cmd += "".join(f" --set {o}" for o in overrides) + (f" --fps {live_fps:g}" if live_fps else "")
+    cmd += f" --soak {soak}" if soak else ""
+    cfg = _config(overrides, None)
+    m, t = cfg.model, cfg.train
     lines = [
-        "## Speed (CPU)",
+        "## Speed",
         "",
         f"Command: `{cmd}`  ",
-        f"Machine: {machine()}  ",
-        f"Model: lags {list(model.lags)}, U-Net base {model.base_channels} channels, {model.levels} levels; "
-        f"training batch {train.batch} crops of {train.crop} px; window statistics {model.statistic} over "
-        f"{list(model.windows)} frames.",
+        f"Machine: {machine()}, torch threads {results[0]['torch_threads']}  ",
+        f"Configuration: the default (lags {list(m.lags)}, slow stage on a grid of at most {m.work_size} px a side, "
+        f"windows {list(m.windows)}, U-Net {m.base_channels} channels x {m.levels} levels, training batch "
+        f"{t.batch} x {t.crop} px, at least {t.min_steps_per_frame} step(s) per frame in (b)); "
+        f"uint16 frames, {frames} per run.",
         "",
-        "Per frame (median of the interleaved repeats):",
+        "Throughput, replaying as fast as possible (networks in use from the first frame they can be):",
         "",
-        "| frame | inference, 4 lags (ms) | warm-up path (ms) | window statistics (ms) | same, sorting every frame (ms) | sorting / as run | train step, slow + 1 lag (ms) | train step, all lags (ms) | all / rotate | ring (MiB) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| frame | (a) inference | (b) + training | Mpx/s (b) | OpenCV MOG2 | (b) / MOG2 | running median (16) "
+        "| (b) / median | HDF5 sink alone | (b) / HDF5 | peak RSS |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for k in kernels:
-        lines.append(f"| {k['size']}² | {k['infer_ms']:.1f} | {k['median_ms']:.1f} | {k['feat_ms']:.1f} | "
-                     f"{k['feat_sort_ms']:.1f} | {k['feat_sort_ms'] / k['feat_ms']:.2f}x | {k['step_rotate_ms']:.1f} | "
-                     f"{k['step_all_ms']:.1f} | {k['step_all_ms'] / k['step_rotate_ms']:.2f} | {k['ring_mib']:.1f} |")
+    for r in results:
+        a, b = r["a"], r["b"]
+        mpx = b["fps"] * r["size"] ** 2 / 1e6
+        lines.append(
+            f"| {r['size']}² | {a['fps']:.1f} /s | {b['fps']:.1f} /s | {mpx:.1f} | {r['mog2_fps']:.1f} /s | "
+            f"{b['fps'] / r['mog2_fps']:.2f} | {r['median_fps']:.1f} /s | {b['fps'] / r['median_fps']:.2f} | "
+            f"{r['hdf5_fps']:.1f} /s | {b['fps'] / r['hdf5_fps']:.2f} | {r['peak_rss_mib'] / 1024:.2f} GiB |")
     lines += [
         "",
-        f"Through the threaded engine ({frames} frames replayed as fast as possible, block policy):",
+        "Live (c): the engine with the HDF5 sink, frames arriving at the rate shown (20 frames/s up to 512 px, "
+        "half of MOG2's rate above), `engine.overflow = \"drop\"`, training only in the slack. Latency: frame "
+        "arrival to components ready. Networks in use: the first row not in warm-up. After the last frame: "
+        "from the last frame's components to the end of the run (file closed).",
         "",
-        "| frame | frames/s, no training, no file | + HDF5 file | + 1 training step per frame | HDF5 cost (ratio) | training cost (ratio) | latency p50, training (ms) | RSS growth in steady state (MiB) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| frame | rate in | processed | dropped | latency p50 | latency p99 | networks in use from row | training steps "
+        "| after the last frame |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for e in engines:
+    for r in results:
+        c = r["c"]
         lines.append(
-            f"| {e['size']}² | {e['off_nofile_fps']:.1f} | {e['off_hdf5_fps']:.1f} | {e['fixed1_hdf5_fps']:.1f} | "
-            f"{e['off_nofile_fps'] / e['off_hdf5_fps']:.2f}x | {e['off_hdf5_fps'] / e['fixed1_hdf5_fps']:.2f}x | "
-            f"{e['fixed1_hdf5_p50_ms']:.0f} | {e['rss_growth_mib']:.1f} |")
-    lines += ["", "Latency is frame arrival to components ready; with block policy a replay queues frames, so it includes queueing."]
+            f"| {r['size']}² | {c['fps_in']:g} /s | {c['processed']} | {c['dropped']} | {c['p50']:.0f} ms | "
+            f"{c['p99']:.0f} ms | {c['first_net'] if c['first_net'] is not None else 'never'} | {c['steps']} | "
+            f"{c['tail_s']:.2f} s |")
+    lines += ["", "What limits each size (per-frame profile of the same configuration):", ""]
+    for r in results:
+        lines.append(f"- {r['size']}²: {_limit(r['profile'], 1000 / r['hdf5_fps'])}")
+    soaks = [r for r in results if "soak" in r]
+    if soaks:
+        lines += ["", f"Memory over a long run ({soak} frames, as fast as possible, HDF5 sink on):", "",
+                  "| frame | RSS after 10% | RSS at the end | growth | peak RSS |", "| --- | ---: | ---: | ---: | ---: |"]
+        for r in soaks:
+            rss = r["soak"]["rss"]
+            start = rss[min(2, len(rss) - 1)][1] if rss else float("nan")
+            end = rss[-1][1] if rss else float("nan")
+            lines.append(f"| {r['size']}² | {start:.0f} MiB | {end:.0f} MiB | {end - start:+.0f} MiB | "
+                         f"{r['peak_rss_mib'] / 1024:.2f} GiB |")
     text = "\n".join(lines)
     if write:
         update_section("speed", text, path)

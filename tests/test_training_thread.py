@@ -1,0 +1,39 @@
+"""Slack mode trains on a thread of its own: a frame's output never waits for a step,
+and the worker waits only for ``train.min_steps_per_frame`` steps per frame."""
+from __future__ import annotations
+
+import threading
+
+import h5py
+import numpy as np
+
+from lagsplit.adapters.synthetic import ArrayStream
+from lagsplit.engine.config import TrainConfig
+
+from .support import run_engine
+
+
+def _slack(**kw) -> TrainConfig:
+    return TrainConfig(mode="slack", batch=2, crop=16, history=16, warmup_steps=5, **kw)
+
+
+def test_min_steps_per_frame_paces_a_replay_with_the_training_thread(noise_stack, small_model, tmp_path):
+    path = tmp_path / "run.h5"
+    status, cascade = run_engine(ArrayStream(noise_stack), small_model, _slack(min_steps_per_frame=2), path=path)
+    assert status.processed == len(noise_stack)
+    # a training pair exists from the frame at the longest lag on: two steps after each of those
+    first = max(small_model.lags)
+    assert status.train_steps >= 2 * (len(noise_stack) - first)
+    assert not any(t.name == "lagsplit-trainer" for t in threading.enumerate())  # stopped with the run
+    with h5py.File(path, "r") as f:
+        versions = f["frames/model_version"][:]
+        assert len(f["train/step"]) == status.train_steps  # every step logged, the last ones too
+    assert np.all(np.diff(versions) >= 0) and versions[-1] > 0
+
+
+def test_without_min_steps_the_worker_never_waits_for_training(noise_stack, small_model):
+    train = _slack(min_steps_per_frame=0, max_steps_per_frame=1)
+    status, cascade = run_engine(ArrayStream(noise_stack), small_model, train)
+    assert status.processed == len(noise_stack)
+    # at most one step per frame (max_steps_per_frame), however fast the frames came
+    assert status.train_steps <= len(noise_stack)
