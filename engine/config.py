@@ -129,6 +129,8 @@ class RuntimeConfig(Settings):
     source, dropping frames that do not fit (counted and recorded as gaps)."""
     sink_queue: int = Field(64, ge=1, le=100000)
     """Results the HDF5 writer may lag behind; a full queue back-pressures the worker."""
+    sink_queue_mib: int = Field(256, ge=1, le=1 << 20)
+    """... and at most this many MiB of them (raw, slow, fast: 40 MiB a frame at 2048x2048)."""
     max_frames: int | None = Field(None, ge=1)
     """Stop after this many frames (None: until the source ends)."""
 

@@ -10,6 +10,8 @@ import queue
 import threading
 from typing import Any
 
+import numpy as np
+
 from .contracts import RunInfo, Sink, check_sink
 
 _STOP = object()
@@ -19,11 +21,24 @@ class SinkFailed(RuntimeError):
     pass
 
 
+def _nbytes(result: Any) -> int:
+    """Bytes of the arrays a result holds (what it keeps alive while queued)."""
+    arrays = [getattr(result, k, None) for k in ("raw", "slow", "fast", "residual")]
+    arrays += list((getattr(result, "components", None) or {}).values())
+    return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
+
+
 class ThreadedSink:
-    def __init__(self, sink: Sink, maxsize: int = 64, name: str | None = None) -> None:
+    """Runs a sink on a thread of its own. At most ``maxsize`` messages, and results of at
+    most ``max_bytes`` bytes together, wait for it: a full queue blocks the producer."""
+
+    def __init__(self, sink: Sink, maxsize: int = 64, name: str | None = None, max_bytes: int | None = None) -> None:
         self.sink = check_sink(sink)
         self.name = name or type(sink).__name__
         self._q: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._max_bytes = max_bytes
+        self._bytes = 0  # bytes of the results queued
+        self._room = threading.Condition()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
         self._thread.start()
@@ -47,6 +62,11 @@ class ThreadedSink:
                 getattr(self.sink, name)(*args, **kwargs)
             except BaseException as exc:  # noqa: BLE001 - reported to the producer
                 self._error = exc
+            finally:
+                if name == "append" and self._max_bytes:
+                    with self._room:
+                        self._bytes -= _nbytes(args[0])
+                        self._room.notify_all()
 
     def _check(self) -> None:
         if self._error is not None:
@@ -71,6 +91,15 @@ class ThreadedSink:
         self._put(("setup", (info,), {}))
 
     def append(self, result) -> None:
+        if self._max_bytes:
+            n = _nbytes(result)
+            with self._room:
+                while self._bytes and self._bytes + n > self._max_bytes:
+                    self._check()
+                    if not self._thread.is_alive():
+                        raise SinkFailed(f"sink {self.name} stopped")
+                    self._room.wait(0.5)
+                self._bytes += n
         self._put(("append", (result,), {}))
 
     def skip(self, first_index: int, count: int, reason: str) -> None:

@@ -143,7 +143,8 @@ def build_run(cfg: Config, adapter: Adapter | None = None, extra_sinks: Sequence
         if cfg.output.path:
             created = _missing_folders(Path(cfg.output.path).parent)
             sinks.append(ThreadedSink(HDF5Sink(cfg.output.path, cfg.output, version=__version__),
-                                      maxsize=cfg.engine.sink_queue, name="hdf5"))
+                                      maxsize=cfg.engine.sink_queue, name="hdf5",
+                                      max_bytes=cfg.engine.sink_queue_mib << 20))
         sinks.extend(extra_sinks)
         engine = Engine(
             adapter, cascade, trainer, sinks, runtime=cfg.engine, components=cfg.output.components,
