@@ -163,7 +163,7 @@ class Engine:
                 last_index=self._last_index,
                 error=self._error,
                 preview=self._preview,
-                adapter=self._adapter_counters(),
+                adapter_counters=self._adapter_counters(),
             )
 
     # ---- threads ------------------------------------------------------------------------------

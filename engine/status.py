@@ -36,6 +36,9 @@ class Preview:
 
 @dataclass(frozen=True)
 class Status:
+    """What the monitor shows, copied under the engine's lock: counters (as in the file's
+    /counters), rates in events per second, latency in milliseconds."""
+
     state: RunState
     reason: FinishReason | None
     source: str
@@ -64,7 +67,7 @@ class Status:
     last_index: int | None
     error: str | None
     preview: Preview | None = None
-    adapter: dict[str, int] = field(default_factory=dict)
+    adapter_counters: dict[str, int] = field(default_factory=dict)  # the adapter's own (AdapterHooks.counters)
 
 
 class RateMeter:
