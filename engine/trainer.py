@@ -123,7 +123,9 @@ class OnlineTrainer:
                 self._cond.notify_all()
 
     def _after_frame_threaded(self) -> list[StepResult]:
-        n_min = self.cfg.min_steps_per_frame
+        # until warm, a step per frame at least: warm-up ends after a bounded number of
+        # frames however busy the machine is
+        n_min = max(self.cfg.min_steps_per_frame, 0 if self.cascade.warm else 1)
         with self._cond:
             self._frames += 1
             self._since_frame = 0

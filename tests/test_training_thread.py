@@ -37,3 +37,14 @@ def test_without_min_steps_the_worker_never_waits_for_training(noise_stack, smal
     assert status.processed == len(noise_stack)
     # at most one step per frame (max_steps_per_frame), however fast the frames came
     assert status.train_steps <= len(noise_stack)
+
+
+def test_warm_up_ends_within_a_bounded_number_of_frames_without_slack(noise_stack, small_model, tmp_path):
+    path = tmp_path / "run.h5"
+    train = _slack(min_steps_per_frame=0, max_steps_per_frame=1)
+    status, cascade = run_engine(ArrayStream(noise_stack), small_model, train, path=path)
+    with h5py.File(path, "r") as f:
+        warmup = f["frames/warmup"][:]
+    # a training pair from the frame at the longest lag on, a step per frame until warm
+    first = max(small_model.lags) + train.warmup_steps
+    assert not warmup[first:].any()
