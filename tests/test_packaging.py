@@ -54,7 +54,8 @@ def test_the_wheel_holds_only_the_lagsplit_namespace(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"lagsplit"}, sorted(top)
-    for folder, package in (("engine", "lagsplit/engine"), ("adapters", "lagsplit/adapters"), ("lagsplit", "lagsplit")):
+    for folder, package in (("engine", "lagsplit/engine"), ("adapters", "lagsplit/adapters"),
+                            ("lagsplit", "lagsplit"), ("lagsplit/bench", "lagsplit/bench")):
         expected = {f"{package}/{p.name}" for p in (ROOT / folder).glob("*.py")}
         assert expected and expected <= set(names), sorted(expected - set(names))
     assert not [n for n in names if n.split("/")[0] in ("engine", "adapters", "tools")]
