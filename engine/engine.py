@@ -23,6 +23,7 @@ from .status import FinishReason, LatencyStats, Preview, RateMeter, RunState, St
 from .trainer import OnlineTrainer
 
 log = logging.getLogger("lagsplit.engine")
+BEHIND_EVERY_S = 5.0  # seconds between two "falling behind" warnings
 _END = object()
 
 
@@ -78,6 +79,8 @@ class Engine:
         self._in_rate, self._out_rate, self._train_rate = RateMeter(), RateMeter(), RateMeter()
         self._latency = LatencyStats()
         self._warmup = True
+        self._dropped_seen = 0  # dropped frames when the worker last looked
+        self._behind_warned_t = -1e9
 
     # ---- public -----------------------------------------------------------------------------
     def run(self) -> Status:
@@ -341,6 +344,18 @@ class Engine:
                 self._preview = self._make_preview(result)
                 self._last_preview_t = now
         self._push_counters()
+        self._warn_if_behind(now)
+
+    def _warn_if_behind(self, now: float) -> None:
+        """Log a warning (at most every BEHIND_EVERY_S) while the source outruns the worker:
+        the input queue more than half full, or frames dropped since the last look."""
+        depth, dropped = self._q.qsize(), self._counters["dropped"]
+        behind = depth > self.rt.queue // 2 or dropped > self._dropped_seen
+        self._dropped_seen = dropped
+        if behind and now - self._behind_warned_t >= BEHIND_EVERY_S:
+            self._behind_warned_t = now
+            log.warning("falling behind the source: in %.1f frames/s, out %.1f frames/s, %d of %d queued, %d dropped",
+                        self._in_rate.rate(now), self._out_rate.rate(now), depth, self.rt.queue, dropped)
 
     def _train(self) -> None:
         """Train as the trainer's mode says (in slack mode on its own thread); log each step."""
@@ -478,6 +493,7 @@ def final_status_line(st: Status) -> str:
         f"{st.state.value} ({st.reason.value if st.reason else '-'}): {st.processed} frames processed, "
         f"{st.received} received, {st.rejected} rejected, {st.dropped} dropped, {st.gaps} gaps, "
         f"{st.train_steps} training steps, device {st.device}"
+        + ("; the last frame was still in warm-up (the networks not yet in use)" if st.warmup and st.processed else "")
     )
 
 
