@@ -198,43 +198,41 @@ class PublishReport:
 def publish_stack(stack: str, publisher: Publisher, fps: float = 0.0, start: int = 0, stop: int | None = None,
                   wait_s: float | None = None, clock: Callable[[], float] = time.monotonic,
                   sleep: Callable[[float], None] = time.sleep,
-                  wallclock: Callable[[], float] = time.time) -> PublishReport:
-    """Replay ``stack`` (TIFF, .npy, FILE.h5:/dataset) frame by frame through ``publisher`` at
-    ``fps`` (0: as fast as the receiver takes them). Frame numbers are stack positions, as in
-    ``lagsplit replay``. ``publisher.stop()`` from another thread ends it early; the series
-    is then not ended and the publisher drops what it still holds."""
-    frames, desc = open_stack(stack)
-    n_total = len(frames)
-    last = n_total if stop is None else min(stop, n_total)
-    shape, dtype = tuple(int(s) for s in frames.shape[1:]), np.dtype(frames.dtype)
-    sent = late = 0
-    t0 = clock()
-    stopped = False
-    try:
-        log.info("publishing %s frames %d..%d as series %r on %s", desc, start, last - 1, publisher.series,
-                 publisher.describe())
-        publisher.start(shape, dtype, frame_interval_s=(1.0 / fps) if fps else None, timeout_s=wait_s)
+                  wallclock: Callable[[], float] = time.time, channel: int | None = None, z: int | None = None,
+                  axes: str | None = None) -> PublishReport:
+    """Replay ``stack`` (TIFF, .npy, FILE.h5:/dataset; ``channel`` / ``z`` / ``axes`` pick the
+    plane, see adapters/stacks.py) frame by frame through ``publisher`` at ``fps`` (0: as fast
+    as the receiver takes them). Frame numbers are stack positions, as in ``lagsplit replay``.
+    ``publisher.stop()`` from another thread ends it early; the series is then not ended and
+    the publisher drops what it still holds. StackError when the stack cannot be read or
+    ``start`` is past its end."""
+    with open_stack(stack, channel=channel, z=z, axes=axes) as frames:
+        todo = frames.frame_range(start, stop)
+        shape, dtype = tuple(int(s) for s in frames.shape[1:]), np.dtype(frames.dtype)
+        sent = late = 0
         t0 = clock()
-        interval = 1.0 / fps if fps else 0.0
-        for k, i in enumerate(range(start, last)):
-            if interval:
-                due = t0 + k * interval
-                while (left := due - clock()) > 0:
-                    if publisher.stopping:
-                        raise PublishStopped("stopped")
-                    sleep(min(left, 0.05))
-                if clock() - due > interval:
-                    late += 1
-            publisher.image(i, np.asarray(frames[i]), t=wallclock())
-            sent += 1
-        publisher.end(sent)
-    except PublishStopped:
-        stopped = True
-        log.warning("publishing stopped after %d frame(s)", sent)
-    finally:
-        closer = getattr(frames, "close", None) or getattr(getattr(frames, "file", None), "close", None)
-        if callable(closer):
-            closer()
+        stopped = False
+        try:
+            log.info("publishing %s frames %d..%d as series %r on %s", frames.description, todo.start, todo.stop - 1,
+                     publisher.series, publisher.describe())
+            publisher.start(shape, dtype, frame_interval_s=(1.0 / fps) if fps else None, timeout_s=wait_s)
+            t0 = clock()
+            interval = 1.0 / fps if fps else 0.0
+            for k, i in enumerate(todo):
+                if interval:
+                    due = t0 + k * interval
+                    while (left := due - clock()) > 0:
+                        if publisher.stopping:
+                            raise PublishStopped("stopped")
+                        sleep(min(left, 0.05))
+                    if clock() - due > interval:
+                        late += 1
+                publisher.image(i, frames[i], t=wallclock())
+                sent += 1
+            publisher.end(sent)
+        except PublishStopped:
+            stopped = True
+            log.warning("publishing stopped after %d frame(s)", sent)
     return PublishReport(sent, clock() - t0, late, stopped, publisher.endpoint)
 
 

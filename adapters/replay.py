@@ -4,33 +4,39 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from .stacks import open_stack
+from .stacks import Stack, open_stack
 from .synthetic import ArrayStream
 
 
 class ReplayAdapter(ArrayStream):
-    """Plays TIFF / OME-TIFF, .npy or ``FILE.h5:/dataset`` at ``fps`` (0: as fast as possible)."""
+    """Plays TIFF / OME-TIFF, .npy or ``FILE.h5:/dataset`` at ``fps`` (0: as fast as possible),
+    frames ``start`` up to (not including) ``stop``; ``channel`` / ``z`` / ``axes`` pick the
+    plane (see adapters/stacks.py). The stack is opened and checked here; ``close()`` closes it."""
 
     def __init__(self, path: str, fps: float = 0.0, start: int = 0, stop: int | None = None,
+                 channel: int | None = None, z: int | None = None, axes: str | None = None,
                  sleep: Callable[[float], None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        stack, desc = open_stack(path)
+        stack = open_stack(path, channel=channel, z=z, axes=axes)
+        try:
+            frames = stack.frame_range(start, stop, names=("source.start", "source.stop"))
+        except BaseException:
+            stack.close()
+            raise
         self._stack = stack
-        n = len(stack)
-        stop = n if stop is None else min(stop, n)
-        view = _Slice(stack, start, stop) if (start or stop != n) else stack
-        super().__init__(view, fps=fps, name=desc, first_index=start, sleep=sleep, clock=clock)
+        view = stack if len(frames) == len(stack) else _Slice(stack, frames)
+        super().__init__(view, fps=fps, name=stack.description, first_index=frames.start, sleep=sleep, clock=clock)
 
     def close(self) -> None:
         super().close()
-        closer = getattr(self._stack, "close", None) or getattr(getattr(self._stack, "file", None), "close", None)
-        if callable(closer):
-            closer()
+        self._stack.close()
 
 
 class _Slice:
-    def __init__(self, stack, start: int, stop: int) -> None:
-        self.stack, self.start = stack, start
-        self.shape = (max(0, stop - start), *stack.shape[1:])
+    """Frames ``frames`` of a stack, numbered from 0."""
+
+    def __init__(self, stack: Stack, frames: range) -> None:
+        self.stack, self.start = stack, frames.start
+        self.shape = (len(frames), *stack.shape[1:])
         self.dtype = stack.dtype
         self.ndim = 3
 

@@ -38,6 +38,24 @@ class ReplaySource(Settings):
     """First frame of the stack to play."""
     stop: int | None = Field(None, ge=1)
     """Play up to (not including) this frame; None plays to the end."""
+    channel: int | None = Field(None, ge=0)
+    """Channel to play (0-based) of a stack with channels (C axis, or colour samples);
+    a stack with several channels is refused until one is picked."""
+    z: int | None = Field(None, ge=0)
+    """Z-plane to play (0-based) of a stack with z-planes; a stack with several
+    z-planes is refused until one is picked."""
+    axes: str | None = None
+    """The stack's axes, outermost first (letters T, Z, C, S, Y, X), replacing what its
+    metadata says: e.g. "TYX" for a time-lapse ImageJ saved as z-slices. None: the
+    file's ImageJ / OME axes; an array without them (.npy, HDF5) is (T, Y, X), or
+    (T, C, Y, X) with channel, (T, Z, Y, X) with z, (T, Z, C, Y, X) with both."""
+
+    @field_validator("axes")
+    @classmethod
+    def _axes_letters(cls, v: str | None) -> str | None:
+        from .stacks import check_axes
+
+        return None if v is None else check_axes(v)
 
 
 class WatchSource(Settings):
@@ -123,7 +141,8 @@ def build_adapter(cfg: Settings) -> Adapter:
     if isinstance(cfg, ReplaySource):
         from .replay import ReplayAdapter
 
-        return ReplayAdapter(cfg.path, fps=cfg.fps, start=cfg.start, stop=cfg.stop)
+        return ReplayAdapter(cfg.path, fps=cfg.fps, start=cfg.start, stop=cfg.stop, channel=cfg.channel, z=cfg.z,
+                             axes=cfg.axes)
     if isinstance(cfg, WatchSource):
         from .watch import WatchAdapter
 

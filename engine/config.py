@@ -150,8 +150,9 @@ class OutputConfig(Settings):
     """Flush to disk (visible to SWMR readers, survives a kill) every N frames."""
     flush_seconds: float = Field(1.0, gt=0)
     """... or at least this often, in seconds."""
-    overwrite: bool = True
-    """Replace an existing file of the same name."""
+    overwrite: bool = False
+    """Replace an existing file of the same name (--overwrite); false: an existing
+    output is refused before the run starts."""
 
 
 class MonitorConfig(Settings):

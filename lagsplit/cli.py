@@ -23,7 +23,11 @@ out = Console()
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a setting: section.field=value (repeatable).")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the effective config and exit.")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")]
-OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="HDF5 file to write.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="HDF5 file to write (.h5 / .hdf5); an existing one is refused.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists (output.overwrite).")]
+ChannelOpt = Annotated[int | None, typer.Option("--channel", min=0, help="Channel to play of a stack with channels (0-based).")]
+ZOpt = Annotated[int | None, typer.Option("--z", min=0, help="Z-plane to play of a stack with z-planes (0-based).")]
+AxesOpt = Annotated[str | None, typer.Option("--axes", help="The stack's axes when its metadata is wrong or missing, e.g. TYX or TCYX.")]
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -92,16 +96,29 @@ def demo(
     sets: SetOpt = None,
     dry_run: DryRun = False,
     out_path: OutOpt = None,
+    overwrite: OverwriteOpt = False,
     png: Annotated[Path, typer.Option("--png", help="Figure to write.")] = Path("out/demo.png"),
 ) -> None:
-    """Stream a synthetic movie with known ground truth through the engine, live, and score the split."""
+    """Stream a synthetic movie with known ground truth through the engine, live, and score the split.
+
+    The demo regenerates its own out/demo.h5 on every run; any other --out that exists is refused
+    unless --overwrite."""
+    from .app import check_output, same_file
     from .demo import DEMO_DEFAULTS, run_demo
 
-    cfg = _load(None, sets, base=DEMO_DEFAULTS, extra=[f"output.path={out_path}"] if out_path else None)
+    extra = ([f"output.path={_quote(str(out_path))}"] if out_path else []) + (["output.overwrite=true"] if overwrite else [])
+    cfg = _load(None, sets, base=DEMO_DEFAULTS, extra=extra)
+    own = DEMO_DEFAULTS["output"]["path"]
+    if cfg.output.path and same_file(cfg.output.path, own) and not any(s.strip().startswith("output.overwrite") for s in sets or []):
+        cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"overwrite": True})})
     if dry_run:
         _dry(cfg)
     if cfg.source.kind != "synthetic":
         _fail("demo needs source.kind = 'synthetic' (it scores against the ground truth)")
+    try:
+        check_output(cfg)
+    except ValueError as exc:
+        _fail(str(exc))
     run_demo(cfg, console, png)
 
 
@@ -111,9 +128,19 @@ def run(
     sets: SetOpt = None,
     dry_run: DryRun = False,
     out_path: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    channel: ChannelOpt = None,
+    z: ZOpt = None,
+    axes: AxesOpt = None,
 ) -> None:
     """Run from a config file."""
-    cfg = _load(config, sets, extra=[f"output.path={out_path}"] if out_path else None)
+    planes = _plane_settings(channel, z, axes)
+    if planes:
+        kind = _load(config, sets).source.kind
+        if kind != "replay":
+            _fail(f"--channel, --z and --axes pick a plane of a recorded stack: they need source.kind = 'replay' "
+                  f"(the source here is {kind!r})")
+    cfg = _load(config, sets, extra=_output_settings(out_path, overwrite) + planes)
     if dry_run:
         _dry(cfg)
     _run(cfg)
@@ -123,20 +150,25 @@ def run(
 def replay(
     stack: Annotated[str, typer.Argument(help="TIFF / OME-TIFF stack, .npy, or FILE.h5:/dataset.")],
     out_path: OutOpt = None,
+    overwrite: OverwriteOpt = False,
     fps: Annotated[float | None, typer.Option(help="Play at this frame rate; 0 = as fast as possible (the default).")] = None,
+    channel: ChannelOpt = None,
+    z: ZOpt = None,
+    axes: AxesOpt = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     dry_run: DryRun = False,
 ) -> None:
     """Play a recorded stack through the engine as a live stream."""
     extra = ["source.kind=replay", f"source.path={_quote(stack)}"] + ([f"source.fps={fps}"] if fps is not None else [])
-    _run_source(extra, out_path, config, sets, dry_run)
+    _run_source(extra + _plane_settings(channel, z, axes), out_path, overwrite, config, sets, dry_run)
 
 
 @app.command()
 def watch(
     folder: Annotated[Path, typer.Argument(help="Folder the acquisition software writes one image file per frame into.")],
     out_path: OutOpt = None,
+    overwrite: OverwriteOpt = False,
     poll: Annotated[bool | None, typer.Option("--poll/--inotify", help="Poll the folder (network shares) instead of inotify events.")] = None,
     idle_timeout: Annotated[float | None, typer.Option("--idle-timeout", help="End after this many seconds without a new file.")] = None,
     end_marker: Annotated[str | None, typer.Option("--end-marker", help="End when a file of this name appears (e.g. END).")] = None,
@@ -150,13 +182,14 @@ def watch(
     for key, value in (("poll", poll), ("idle_timeout_s", idle_timeout), ("end_marker", end_marker), ("glob", glob)):
         if value is not None:
             extra.append(f"source.{key}={_quote(value) if isinstance(value, str) else str(value).lower()}")
-    _run_source(extra, out_path, config, sets, dry_run)
+    _run_source(extra, out_path, overwrite, config, sets, dry_run)
 
 
 @app.command()
 def attach(
     endpoint: Annotated[str, typer.Argument(help="ZeroMQ endpoint: tcp://HOST:PORT (connect) or tcp://*:PORT (bind).")],
     out_path: OutOpt = None,
+    overwrite: OverwriteOpt = False,
     sub: Annotated[bool | None, typer.Option("--sub/--pull", help="SUB socket for a PUB sender (default: PULL, lossless).")] = None,
     bind: Annotated[bool | None, typer.Option("--bind/--connect", help="Bind or connect (default: bind tcp://*:PORT, else connect).")] = None,
     idle_timeout: Annotated[float | None, typer.Option("--idle-timeout", help="End after this many seconds without a message.")] = None,
@@ -172,7 +205,7 @@ def attach(
         extra.append(f"source.bind={str(bind).lower()}")
     if idle_timeout is not None:
         extra.append(f"source.idle_timeout_s={idle_timeout}")
-    _run_source(extra, out_path, config, sets, dry_run)
+    _run_source(extra, out_path, overwrite, config, sets, dry_run)
 
 
 @app.command()
@@ -185,6 +218,9 @@ def publish(
     series: Annotated[str | None, typer.Option(help="Series name sent in every message.")] = None,
     start: Annotated[int, typer.Option(help="First frame of the stack to send.")] = 0,
     stop: Annotated[int | None, typer.Option(help="Send up to (not including) this frame.")] = None,
+    channel: ChannelOpt = None,
+    z: ZOpt = None,
+    axes: AxesOpt = None,
     wait: Annotated[float | None, typer.Option("--wait", help="Seconds to wait for a receiver (default: until Ctrl-C).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be sent and exit.")] = False,
 ) -> None:
@@ -198,9 +234,9 @@ def publish(
 
     try:
         check_endpoint(endpoint)
-        frames, desc = open_stack(stack)
-        shape, dtype, n = frames.shape, frames.dtype, len(frames)
-        getattr(frames, "close", lambda: None)()
+        with open_stack(stack, channel=channel, z=z, axes=axes) as frames:
+            desc, shape, dtype, n = frames.description, frames.shape, frames.dtype, len(frames)
+            frames.frame_range(start, stop, names=("--start", "--stop"))
     except (StackError, EndpointError) as exc:
         _fail(str(exc))
     if fps < 0:
@@ -211,7 +247,8 @@ def publish(
 
         out.print_json(json.dumps({"stack": desc, "frames": n, "shape": list(shape[1:]), "dtype": str(dtype),
                                    "endpoint": endpoint, "socket": kind, "bind": wants_bind(endpoint, bind, True),
-                                   "fps": fps, "series": series, "start": start, "stop": stop}))
+                                   "fps": fps, "series": series, "start": start, "stop": stop, "channel": channel,
+                                   "z": z, "axes": axes}))
         raise typer.Exit(0)
     try:
         publisher = Publisher(endpoint, socket=kind, bind=bind, series=series)
@@ -224,7 +261,8 @@ def publish(
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, lambda *_: publisher.stop())
     try:
-        report = publish_stack(stack, publisher, fps=fps, start=start, stop=stop, wait_s=wait)
+        report = publish_stack(stack, publisher, fps=fps, start=start, stop=stop, wait_s=wait, channel=channel, z=z,
+                               axes=axes)
     except KeyboardInterrupt:
         publisher.stop()
         _fail("interrupted", code=130)
@@ -255,14 +293,24 @@ def inspect(
         _fail(f"{file} is not a lagsplit output file ({exc})")
 
 
-def _run_source(extra: list[str], out_path: Path | None, config: Path | None, sets: list[str] | None, dry_run: bool) -> None:
+def _run_source(extra: list[str], out_path: Path | None, overwrite: bool, config: Path | None,
+                sets: list[str] | None, dry_run: bool) -> None:
     """The shared tail of replay / watch / attach: command settings < file < --set, then run."""
-    if out_path:
-        extra = [*extra, f"output.path={_quote(str(out_path))}"]
-    cfg = _load(config, sets, extra=extra)
+    cfg = _load(config, sets, extra=[*extra, *_output_settings(out_path, overwrite)])
     if dry_run:
         _dry(cfg)
     _run(cfg)
+
+
+def _output_settings(out_path: Path | None, overwrite: bool) -> list[str]:
+    """--out and --overwrite as settings."""
+    return ([f"output.path={_quote(str(out_path))}"] if out_path else []) + (["output.overwrite=true"] if overwrite else [])
+
+
+def _plane_settings(channel: int | None, z: int | None, axes: str | None) -> list[str]:
+    """--channel, --z and --axes as replay source settings."""
+    return [f"source.{k}={_quote(v) if isinstance(v, str) else v}" for k, v in
+            (("channel", channel), ("z", z), ("axes", axes)) if v is not None]
 
 
 def _quote(s: str) -> str:
@@ -279,16 +327,23 @@ def main() -> None:
 
 @bench_app.command("speed")
 def bench_speed(
-    sizes: Annotated[str, typer.Option(help="Frame sides in pixels, comma-separated.")] = "128,512",
-    frames: Annotated[int, typer.Option(help="Frames per end-to-end run.")] = 120,
-    repeat: Annotated[int, typer.Option(help="Repeats of each per-frame measurement.")] = 15,
-    threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default).")] = 0,
+    sizes: Annotated[str, typer.Option(help="Frame sides in pixels, comma-separated.")] = "256,512,1024,2048",
+    frames: Annotated[int, typer.Option(help="Frames per run.")] = 200,
+    fps: Annotated[float, typer.Option(help="Rate of the live run (0: 20 frames/s up to 512 px, half of "
+                                                "MOG2's rate above).")] = 0.0,
+    soak: Annotated[int, typer.Option(help="Also a run of this many frames, memory sampled (0: none).")] = 0,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="section.field=value, on top of the default "
+                                                                 "configuration (e.g. model.device=cuda).")] = None,
+    device: Annotated[str, typer.Option(help="model.device for every run ('auto': CUDA when present).")] = "auto",
     write: Annotated[bool, typer.Option("--write/--no-write", help="Update BENCHMARKS.md.")] = True,
 ) -> None:
-    """Inference, training and end-to-end throughput on this machine; written to BENCHMARKS.md."""
+    """Does the engine keep up with a camera: throughput against OpenCV MOG2, a running
+    median and the HDF5 sink alone; a live-rate run's latency and drops; peak memory."""
     from .speed import run_speed
 
-    text = run_speed([int(s) for s in sizes.split(",")], frames, repeat, threads, write)
+    overrides = list(sets or []) + ([f"model.device={device}"] if device != "auto" else [])
+    text = run_speed([int(s) for s in sizes.split(",")], frames, overrides, live_fps=fps or None, soak=soak,
+                     write=write)
     out.print(text, soft_wrap=True)
 
 
@@ -327,6 +382,9 @@ def pretrain(
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write (.pt).")],
     steps: Annotated[int, typer.Option(help="Training steps per frame.")] = 4,
     passes: Annotated[int, typer.Option(help="Passes over the stack.")] = 1,
+    channel: ChannelOpt = None,
+    z: ZOpt = None,
+    axes: AxesOpt = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     dry_run: DryRun = False,
@@ -340,7 +398,8 @@ def pretrain(
     if dry_run:
         _dry(cfg)
     try:
-        res = run_pretrain(cfg, stack, out_path, steps=steps, passes=passes, log=console.print)
+        res = run_pretrain(cfg, stack, out_path, steps=steps, passes=passes, log=console.print, channel=channel, z=z,
+                           axes=axes)
     except (StackError, ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc))
     out.print(f"wrote {res.path}: {res.steps} training steps on {res.frames} frames in {res.seconds:.1f} s")

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lagsplit.adapters.replay import ReplayAdapter
+from lagsplit.adapters.stacks import split_h5_path
 from lagsplit.engine.engine import Engine
 
-from .app import build_model
+from .app import build_model, refuse_input_as_output
 from .config import Config
 
 
@@ -30,10 +31,13 @@ class PretrainResult:
 
 
 def pretrain(cfg: Config, stack: str, out: str | Path, steps: int = 4, passes: int = 1,
-             log: Callable[[str], None] = lambda s: None) -> PretrainResult:
-    """Train on ``stack`` and save the weights to ``out``. ``cfg``'s model section fixes the
-    network shape (a run that loads the weights must use the same); ``train.init`` continues
-    from earlier weights."""
+             log: Callable[[str], None] = lambda s: None, channel: int | None = None, z: int | None = None,
+             axes: str | None = None) -> PretrainResult:
+    """Train on ``stack`` (``channel`` / ``z`` / ``axes`` pick its plane, as for a replay) and
+    save the weights to ``out``. ``cfg``'s model section fixes the network shape (a run that
+    loads the weights must use the same); ``train.init`` continues from earlier weights.
+    An ``out`` that is the stack itself is refused before anything is read."""
+    refuse_input_as_output(out, [split_h5_path(str(stack))[0]])
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"mode": "fixed", "steps_per_frame": steps})})
     cascade, trainer = build_model(cfg)
     frames = 0
@@ -41,7 +45,8 @@ def pretrain(cfg: Config, stack: str, out: str | Path, steps: int = 4, passes: i
     for p in range(passes):
         if p:
             cascade.restart_stream()
-        engine = Engine(ReplayAdapter(stack), cascade, trainer, [], runtime=cfg.engine, source=str(stack))
+        adapter = ReplayAdapter(stack, channel=channel, z=z, axes=axes)
+        engine = Engine(adapter, cascade, trainer, [], runtime=cfg.engine, source=adapter.name)
         status = engine.run()
         if status.error:
             raise RuntimeError(f"pretraining failed: {status.error}")
