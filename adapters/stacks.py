@@ -2,7 +2,8 @@
 
 ``open_stack`` is the one way to open a stack; it returns a ``Stack``, a context
 manager that reads one (H, W) frame at a time (memory-mapped .npy, HDF5 datasets,
-TIFF pages), so a long recording is never read into memory at once.
+TIFF pages), so a long recording is not read into memory at once (only a TIFF whose
+pages do not hold one plane each is read whole).
 
 Axes. A frame is one (Y, X) plane at one time point. A TIFF's axes come from its
 ImageJ or OME metadata (tifffile's ``series.axes``); a stack with channels (C, or
@@ -30,7 +31,7 @@ class StackError(ValueError):
     """A stack that cannot be used, with the file and the reason."""
 
 
-AXIS_LETTERS = "TZCSYX"
+_AXIS_LETTERS = "TZCSYX"
 _NAMES = {"T": "time points", "Z": "z-planes", "C": "channels", "S": "colour samples"}
 
 
@@ -47,7 +48,7 @@ def check_axes(axes: str) -> str:
     """``axes`` as given by a user (letters T, Z, C, S, Y, X, each at most once, Y and X
     present), upper-cased; ValueError saying what is wrong."""
     up = axes.strip().upper()
-    bad = sorted(set(up) - set(AXIS_LETTERS))
+    bad = sorted(set(up) - set(_AXIS_LETTERS))
     if bad:
         raise ValueError(f"axes {axes!r}: unknown letter(s) {', '.join(bad)} (use T, Z, C, S, Y, X)")
     if len(set(up)) != len(up):
