@@ -116,7 +116,8 @@ class Cascade:
             torch.set_num_threads(cfg.threads)
         self.stages = len(self.lags) if components else 1  # the stages that run
         self.span = max(self.lags)
-        capacity = max(self.span + history + 1, max(cfg.windows))
+        # + 1: the frame that leaves the longest window is still there when the next one arrives
+        capacity = max(self.span + history + 1, max(cfg.windows) + 1)
         # channels: the (binned) frame, the residual each shorter-lag stage sees, then the
         # slow stage's temporal features (windowed statistics), written once when a frame arrives
         n_feat = len(cfg.windows)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from .ring import Ring, sorted_median, temporal_median
+from .ring import Ring, sort_over_time, sorted_median, temporal_median
 
 NOISE_SMOOTH = 7  # px, box over which the per-pixel noise level is averaged
 REFRESH_DIV = 16  # a window of n frames re-sorts for its median and bounds every n // 16 frames
@@ -49,7 +49,7 @@ def settle_sigma(n: int, blur: float) -> float:
 def clip_bounds(stack: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(median, low bound, high bound, noise level) of a window (n >= 4 values over dim 0)."""
     n = stack.shape[0]
-    ordered = stack.sort(dim=0).values
+    ordered = sort_over_time(stack)
     med = sorted_median(ordered)
     q25 = ordered[(n - 1) // 4]
     var = ((med - q25) / 0.6745).square()
@@ -59,15 +59,21 @@ def clip_bounds(stack: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.T
     return med, med - LOW_CLIP * s, med + clip * s, s
 
 
-def bounded_mean(chunks: list[torch.Tensor], lo: torch.Tensor, hi: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
-    """Mean over the frames of ``chunks`` (each (n, H, W)) of the values within [lo, hi]
-    per pixel; ``fallback`` where none is."""
-    total = torch.zeros_like(fallback)
-    kept = torch.zeros_like(fallback)
+def bounded_sums(chunks: list[torch.Tensor], lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum and count, per pixel, of the values within [lo, hi] over the frames of ``chunks``
+    (each (n, H, W))."""
+    total, kept = torch.zeros_like(lo), torch.zeros_like(lo)
     for c in chunks:
         keep = (c >= lo) & (c <= hi)
         total += torch.where(keep, c, 0.0).sum(dim=0)
         kept += keep.sum(dim=0)
+    return total, kept
+
+
+def bounded_mean(chunks: list[torch.Tensor], lo: torch.Tensor, hi: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """Mean over the frames of ``chunks`` of the values within [lo, hi] per pixel;
+    ``fallback`` where none is."""
+    total, kept = bounded_sums(chunks, lo, hi)
     return torch.where(kept > 0, total / kept.clamp_min(1), fallback)
 
 
@@ -90,8 +96,10 @@ class TemporalFeatures:
         self.windows = tuple(windows)
         self.count = len(self.windows)
         self.clip = clip
-        # per window: (position, segment, median, low, high, noise level) of its last sort
+        # per window: (position, segment, median, low, high, noise level) of its last sort,
+        # and (position, first position, sum, count) of the values within those bounds
         self._bounds: list[tuple | None] = [None] * self.count
+        self._sums: list[tuple | None] = [None] * self.count
 
     def longest(self) -> int:
         """Index of the smoothest plane (the longest window)."""
@@ -103,27 +111,52 @@ class TemporalFeatures:
 
         The clipped mean sorts a window (for its median and bounds) only every
         ``n // REFRESH_DIV`` frames, n the frames it holds (every frame until it holds 32);
-        in between, the bounds of the last sort are kept and the mean of the values within
-        them is taken over the current window, read in place from the ring. A 128-frame
-        window's bounds are then at most 7 frames old, against the 64 frames by which the
-        window itself lags."""
+        in between, the bounds of the last sort are kept, and the sum and count of the
+        values within them are carried from frame to frame: the frame that enters is
+        added, the ones that leave are taken out. A 128-frame window's bounds are then at
+        most 7 frames old, against the 64 frames by which the window itself lags."""
         seg = self.ring.segment_at(pos)
         for j, w in enumerate(self.windows):
-            chunks = self.ring.window_chunks(pos, w)
-            n = sum(c.shape[0] for c in chunks)
+            start = self.ring.window_start(pos, w)
+            n = pos - start + 1
             if n < 4:
-                self.ring.write(self.first + j, pos, temporal_median(torch.cat(chunks)))
+                self.ring.write(self.first + j, pos, temporal_median(torch.cat(self.ring.window_chunks(pos, w))))
                 continue
             b = self._bounds[j]
             if b is None or b[1] != seg or pos - b[0] >= max(1, n // REFRESH_DIV) or pos < b[0]:
-                b = (pos, seg, *clip_bounds(torch.cat(chunks), self.clip))
+                b = (pos, seg, *clip_bounds(torch.cat(self.ring.window_chunks(pos, w)), self.clip))
                 self._bounds[j] = b
+                self._sums[j] = None
             _, _, med, lo, hi, _ = b
-            self.ring.write(self.first + j, pos, bounded_mean(chunks, lo, hi, med))
+            total, kept = self._window_sums(j, pos, start, lo, hi)
+            self.ring.write(self.first + j, pos, torch.where(kept > 0, total / kept.clamp_min(1), med))
+
+    def _window_sums(self, j: int, pos: int, start: int, lo: torch.Tensor,
+                     hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sum and count, per pixel, of the values within [lo, hi] over positions start..pos:
+        carried from the window ending at pos - 1 when the bounds are the same, else read
+        from the ring."""
+        sums = self._sums[j]
+        if sums is not None and sums[0] == pos - 1 and sums[1] <= start and self.ring.holds(sums[1]):
+            _, first, total, kept = sums
+            for p in range(first, start):  # the frames that left the window
+                x = self.ring.plane(0, p)
+                keep = (x >= lo) & (x <= hi)
+                total -= torch.where(keep, x, 0.0)
+                kept -= keep.to(kept.dtype)
+            x = self.ring.plane(0, pos)
+            keep = (x >= lo) & (x <= hi)
+            total += torch.where(keep, x, 0.0)
+            kept += keep.to(kept.dtype)
+        else:
+            total, kept = bounded_sums(self.ring.window_chunks(pos, self.windows[j]), lo, hi)
+        self._sums[j] = (pos, start, total, kept)
+        return total, kept
 
     def reset(self) -> None:
-        """Forget the cached bounds (a new stream)."""
+        """Forget the cached bounds and sums (a new stream)."""
         self._bounds = [None] * self.count
+        self._sums = [None] * self.count
 
     def noise(self) -> torch.Tensor | None:
         """The per-pixel noise level (normalised units) of the longest window's last sort;

@@ -68,6 +68,7 @@ class OnlineTrainer:
         self._frames = 0  # frames the worker has announced
         self._since_frame = 0  # steps since the last frame
         self._stalled_at = -1  # the frame count at which no training pair was found
+        self._owed = 0  # steps the frames so far asked for (min_steps_per_frame each) not yet taken
         self._done: list[StepResult] = []
 
     # ---- the training thread ----------------------------------------------------------------
@@ -104,7 +105,8 @@ class OnlineTrainer:
             while True:
                 with self._cond:
                     self._cond.wait_for(lambda: not self._running or (
-                        self._since_frame < cfg.max_steps_per_frame and self._stalled_at != self._frames))
+                        (self._since_frame < cfg.max_steps_per_frame or self._owed > 0)
+                        and self._stalled_at != self._frames))
                     if not self._running:
                         return
                     frames = self._frames
@@ -112,8 +114,10 @@ class OnlineTrainer:
                 with self._cond:
                     if res is None:
                         self._stalled_at = frames  # nothing to train on until the next frame
+                        self._owed = 0
                     else:
                         self._since_frame += 1
+                        self._owed = max(0, self._owed - 1)
                         self._done.append(res)
                     self._cond.notify_all()
         except Exception:  # noqa: BLE001 - the run goes on with the last weights
@@ -129,10 +133,13 @@ class OnlineTrainer:
         with self._cond:
             self._frames += 1
             self._since_frame = 0
+            self._owed += n_min
             self._cond.notify_all()
             if n_min:
+                # the trainer may run one frame behind (its steps overlap the next frame's
+                # inference), never more
                 frames = self._frames
-                self._cond.wait_for(lambda: not self._running or self._since_frame >= n_min
+                self._cond.wait_for(lambda: not self._running or self._owed <= n_min
                                     or self._stalled_at == frames)
             done, self._done = self._done, []
         return done

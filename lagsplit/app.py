@@ -123,7 +123,8 @@ class Run:
 def build_model(cfg: Config) -> tuple[Cascade, OnlineTrainer]:
     """The cascade and its trainer, from random weights or from ``train.init``."""
     device = resolve_device(cfg.model.device)
-    cascade = Cascade(cfg.model, cfg.train.history, cfg.train.warmup_steps, device=device)
+    cascade = Cascade(cfg.model, cfg.train.history, cfg.train.warmup_steps, device=device,
+                      components=cfg.output.components)
     if cfg.train.init:
         cascade.load(cfg.train.init)
     return cascade, OnlineTrainer(cascade, cfg.train)

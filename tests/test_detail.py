@@ -124,3 +124,18 @@ def test_slack_training_takes_a_step_per_frame_until_warm_even_without_slack(noi
     c.infer(torch.from_numpy(noise_stack[0].astype(np.float32)))
     tr.after_frame(slack=lambda: False)
     assert c.stage_steps[0] == steps  # once warm, no slack means no step
+
+
+@pytest.mark.parametrize("components", [False, True])
+def test_a_run_builds_the_shorter_lag_stages_only_for_components(tmp_path, components):
+    from lagsplit.app import build_run
+    from lagsplit.config import load_config
+
+    cfg = load_config(overrides=[f"output.components={str(components).lower()}", f"output.path={tmp_path / 'r.h5'}",
+                                 "monitor.mode=off"])
+    run = build_run(cfg)
+    try:
+        assert run.cascade.stages == (len(cfg.model.lags) if components else 1)
+    finally:
+        run.engine.stop()
+        run.engine.run()
