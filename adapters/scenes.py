@@ -8,6 +8,9 @@ true (y, x) positions per frame. Importing this module registers every factory i
 ``adapters.synthetic.SCENES``, so the demo and ``source.kind = "synthetic"`` configs
 can play any of them.
 
+The default knobs (spot and filament counts) are made for 128x128 px frames;
+:func:`scene_knobs` gives the counts that keep another frame size as crowded.
+
 | name | what it tests |
 | --- | --- |
 | filaments | static filaments, spots moving along them at 0.5-2 px/frame |
@@ -21,6 +24,8 @@ can play any of them.
 | jump | a sudden stage jump (the whole field shifts) two thirds into the movie |
 """
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 
@@ -156,10 +161,11 @@ def _spots_movie(walkers: Walkers, frames: int, size: int, amp: np.ndarray) -> t
 
 # ---- the scenes ------------------------------------------------------------------------------
 def brownian_scene(frames: int = 300, size: int = 128, seed: int = 0, n_spots: int = 30,
-                   step: tuple[float, float] = (0.5, 1.5), level: float = 20.0, spot_peak: float = 50.0) -> Scene:
+                   step: tuple[float, float] = (0.5, 1.5), level: float = 20.0, spot_peak: float = 50.0,
+                   n_filaments: int = 3) -> Scene:
     """Spots diffusing (``step`` px rms per axis per frame) on a structured background."""
     rng = np.random.default_rng((seed, 1))
-    field = CellField(rng, size, level)
+    field = CellField(rng, size, level, n_filaments=n_filaments)
     slow = np.broadcast_to(field.render(), (frames, size, size)).astype(np.float32)
     amp = spot_peak * rng.uniform(0.7, 1.3, n_spots)
     fast, spots = _spots_movie(Walkers(rng, n_spots, size, step=step), frames, size, amp)
@@ -167,11 +173,11 @@ def brownian_scene(frames: int = 300, size: int = 128, seed: int = 0, n_spots: i
 
 
 def bleaching_scene(frames: int = 300, size: int = 128, seed: int = 0, n_spots: int = 30, level: float = 30.0,
-                    spot_peak: float = 50.0) -> Scene:
+                    spot_peak: float = 50.0, n_filaments: int = 3) -> Scene:
     """The background bleaches exponentially to half its brightness by the last frame;
     the spots (fresh molecules) keep theirs."""
     rng = np.random.default_rng((seed, 2))
-    field = CellField(rng, size, level)
+    field = CellField(rng, size, level, n_filaments=n_filaments)
     decay = 0.5 ** (np.arange(frames) / max(frames - 1, 1))
     slow = (field.render()[None] * decay[:, None, None]).astype(np.float32)
     amp = spot_peak * rng.uniform(0.7, 1.3, n_spots)
@@ -181,12 +187,12 @@ def bleaching_scene(frames: int = 300, size: int = 128, seed: int = 0, n_spots: 
 
 
 def drift_scene(frames: int = 300, size: int = 128, seed: int = 0, n_spots: int = 30, level: float = 20.0,
-                spot_peak: float = 50.0, drift: float = 0.06, wobble: float = 3.0) -> Scene:
+                spot_peak: float = 50.0, drift: float = 0.06, wobble: float = 3.0, n_filaments: int = 3) -> Scene:
     """The sample drifts (``drift`` px/frame) and deforms (a smooth wave of ``wobble`` px,
     one period over the movie); spots cross it at 1-3 px/frame."""
     rng = np.random.default_rng((seed, 3))
     margin = int(np.ceil(drift * frames + wobble)) + 4
-    field = CellField(rng, size, level, margin=margin)
+    field = CellField(rng, size, level, n_filaments=n_filaments, margin=margin)
     direction = rng.uniform(0, 2 * np.pi)
     k = rng.uniform(2, 4) * 2 * np.pi / (size + 2 * margin)
     phase = rng.uniform(0, 2 * np.pi)
@@ -206,10 +212,10 @@ def drift_scene(frames: int = 300, size: int = 128, seed: int = 0, n_spots: int 
 
 
 def dense_scene(frames: int = 300, size: int = 128, seed: int = 0, coverage: float = 0.2, level: float = 20.0,
-                spot_peak: float = 50.0) -> Scene:
+                spot_peak: float = 50.0, n_filaments: int = 3) -> Scene:
     """So many spots that ``coverage`` of the field lies within 2 sigma of one."""
     rng = np.random.default_rng((seed, 4))
-    field = CellField(rng, size, level)
+    field = CellField(rng, size, level, n_filaments=n_filaments)
     slow = np.broadcast_to(field.render(), (frames, size, size)).astype(np.float32)
     n = int(round(coverage * size * size / (np.pi * (2 * SPOT_SIGMA) ** 2)))
     amp = spot_peak * rng.uniform(0.7, 1.3, n)
@@ -218,10 +224,11 @@ def dense_scene(frames: int = 300, size: int = 128, seed: int = 0, coverage: flo
 
 
 def lowlight_scene(frames: int = 300, size: int = 128, seed: int = 0, n_spots: int = 30, level: float = 3.0,
-                   spot_peak: float = 8.0, read_noise: float = 1.5, offset: float = 100.0) -> Scene:
+                   spot_peak: float = 8.0, read_noise: float = 1.5, offset: float = 100.0,
+                   n_filaments: int = 3) -> Scene:
     """A few photons per pixel: shot noise, Gaussian read noise (e- rms) and a camera offset (ADU)."""
     rng = np.random.default_rng((seed, 5))
-    field = CellField(rng, size, level)
+    field = CellField(rng, size, level, n_filaments=n_filaments)
     slow = np.broadcast_to(field.render(), (frames, size, size)).astype(np.float32)
     amp = spot_peak * rng.uniform(0.7, 1.3, n_spots)
     fast, spots = _spots_movie(Walkers(rng, n_spots, size, step=(0.5, 1.2), speed=(0.0, 1.0), turn=0.3),
@@ -232,11 +239,11 @@ def lowlight_scene(frames: int = 300, size: int = 128, seed: int = 0, n_spots: i
 
 
 def blinking_scene(frames: int = 300, size: int = 128, seed: int = 0, n_spots: int = 40, level: float = 20.0,
-                   spot_peak: float = 50.0) -> Scene:
+                   spot_peak: float = 50.0, n_filaments: int = 3) -> Scene:
     """Spots fixed in place that switch on and off (a two-state Markov chain per spot,
     on 15-40 % of the time, 2-6 frames per burst)."""
     rng = np.random.default_rng((seed, 6))
-    field = CellField(rng, size, level)
+    field = CellField(rng, size, level, n_filaments=n_filaments)
     slow = np.broadcast_to(field.render(), (frames, size, size)).astype(np.float32)
     pos = rng.uniform(3, size - 3, (n_spots, 2))
     amp = spot_peak * rng.uniform(0.7, 1.3, n_spots)
@@ -255,10 +262,10 @@ def blinking_scene(frames: int = 300, size: int = 128, seed: int = 0, n_spots: i
 
 
 def _change_scene(name: str, frames: int, size: int, seed: int, at: float, gain: float, jump: tuple[float, float],
-                  n_spots: int, level: float, spot_peak: float, notes: str) -> Scene:
+                  n_spots: int, level: float, spot_peak: float, n_filaments: int, notes: str) -> Scene:
     rng = np.random.default_rng((seed, 7 if name == "step" else 8))
     margin = int(np.ceil(max(abs(jump[0]), abs(jump[1])))) + 2
-    field = CellField(rng, size, level, n_filaments=5, margin=margin)
+    field = CellField(rng, size, level, n_filaments=n_filaments, margin=margin)
     change = int(round(at * frames))
     before, after = field.render(), field.render(shift=jump) * gain
     slow = np.empty((frames, size, size), np.float32)
@@ -270,17 +277,17 @@ def _change_scene(name: str, frames: int, size: int, seed: int, at: float, gain:
 
 
 def step_scene(frames: int = 300, size: int = 128, seed: int = 0, at: float = 2 / 3, gain: float = 1.6,
-               n_spots: int = 30, level: float = 20.0, spot_peak: float = 50.0) -> Scene:
+               n_spots: int = 30, level: float = 20.0, spot_peak: float = 50.0, n_filaments: int = 5) -> Scene:
     """The illumination jumps by ``gain`` at ``at`` of the movie (a lamp or laser power change)."""
-    return _change_scene("step", frames, size, seed, at, gain, (0.0, 0.0), n_spots, level, spot_peak,
+    return _change_scene("step", frames, size, seed, at, gain, (0.0, 0.0), n_spots, level, spot_peak, n_filaments,
                          f"illumination x{gain:g} at frame {int(round(at * frames))}")
 
 
 def jump_scene(frames: int = 300, size: int = 128, seed: int = 0, at: float = 2 / 3,
                jump: tuple[float, float] = (6.0, -4.0), n_spots: int = 30, level: float = 20.0,
-               spot_peak: float = 50.0) -> Scene:
+               spot_peak: float = 50.0, n_filaments: int = 5) -> Scene:
     """The stage jumps by ``jump`` (y, x) px at ``at`` of the movie: every structure moves at once."""
-    return _change_scene("jump", frames, size, seed, at, 1.0, jump, n_spots, level, spot_peak,
+    return _change_scene("jump", frames, size, seed, at, 1.0, jump, n_spots, level, spot_peak, n_filaments,
                          f"stage jump of {jump} px at frame {int(round(at * frames))}")
 
 
@@ -299,3 +306,35 @@ BENCH_SCENES = {
 
 for _name, _factory in BENCH_SCENES.items():
     SCENES.setdefault(_name, _factory)
+
+
+REFERENCE_SIZE = 128
+"""The frame side (px) every scene's default knobs are made for."""
+
+AREA_KNOBS = ("n_spots",)
+"""Knobs that count things scattered over the field: they scale with its area."""
+LENGTH_KNOBS = ("n_filaments",)
+"""Knobs that count filaments, each as long as the field is wide: they scale with its side,
+which keeps the filament length per unit area."""
+
+
+def scene_knobs(name: str, size: int) -> dict[str, int]:
+    """The knobs that give scene ``name`` at ``size`` x ``size`` px the crowding of its
+    :data:`REFERENCE_SIZE` default, as if that field were tiled: spot counts times
+    (size / 128)^2, filament counts times size / 128 (at least 1 each). Empty at 128 (the
+    defaults). The dense scene's spots and every scene's cell-like blobs follow the area
+    already, and sizes in px (spot width, blob width, speeds, drift) stay as they are."""
+    try:
+        factory = BENCH_SCENES[name]
+    except KeyError:
+        raise ValueError(f"unknown scene {name!r}; known: {', '.join(BENCH_SCENES)}") from None
+    if size == REFERENCE_SIZE:
+        return {}
+    ratio = size / REFERENCE_SIZE
+    knobs = {}
+    for param in inspect.signature(factory).parameters.values():
+        if param.name in AREA_KNOBS:
+            knobs[param.name] = max(1, round(param.default * ratio**2))
+        elif param.name in LENGTH_KNOBS:
+            knobs[param.name] = max(1, round(param.default * ratio))
+    return knobs

@@ -2,10 +2,12 @@
 through the synthetic adapter by name."""
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 
-from lagsplit.adapters.scenes import BENCH_SCENES
+from lagsplit.adapters.scenes import BENCH_SCENES, REFERENCE_SIZE, scene_knobs
 from lagsplit.adapters.synthetic import SCENES, SyntheticAdapter, make_scene
 
 SMALL = dict(frames=24, size=32)
@@ -86,3 +88,34 @@ def test_every_scene_is_registered_for_the_synthetic_adapter():
     assert len(frames) == 12 and frames[0].array.shape == (16, 16)
     with pytest.raises(ValueError, match="known:"):
         make_scene("nope")
+
+
+def _ridge_fraction(scene) -> float:
+    """Fraction of the field on fine bright structure: slow over its 9x9 px local median by 4 photons."""
+    from scipy import ndimage
+
+    slow = scene.slow[0].astype(np.float64)
+    return float((slow - ndimage.median_filter(slow, 9) > 4).mean())
+
+
+def test_scene_knobs_keep_the_128_px_crowding_at_other_sizes():
+    for name in BENCH_SCENES:
+        assert scene_knobs(name, REFERENCE_SIZE) == {}  # the defaults: 128 px scenes stay as they are
+        knobs = scene_knobs(name, 256)
+        s = make_scene(name, frames=2, size=64, seed=0, **scene_knobs(name, 64))  # every knob is a real one
+        assert s.movie.shape == (2, 64, 64)
+        if name != "dense":  # dense counts its spots from the area already
+            assert knobs["n_spots"] == 4 * inspect.signature(BENCH_SCENES[name]).parameters["n_spots"].default
+        assert knobs["n_filaments"] == 2 * inspect.signature(BENCH_SCENES[name]).parameters["n_filaments"].default
+    assert scene_knobs("brownian", 40) == {"n_spots": 3, "n_filaments": 1}  # never below one
+    big = make_scene("brownian", frames=3, size=256, seed=1, **scene_knobs("brownian", 256))
+    assert [len(p) for p in big.spots] == [120] * 3
+    # Filaments span the field: as many per side keeps the share of the field they cover.
+    seeds = (1, 2, 3)
+    ref = np.mean([_ridge_fraction(make_scene("filaments", frames=1, size=128, seed=k)) for k in seeds])
+    scaled = np.mean([_ridge_fraction(make_scene("filaments", frames=1, size=256, seed=k,
+                                                 **scene_knobs("filaments", 256))) for k in seeds])
+    sparse = np.mean([_ridge_fraction(make_scene("filaments", frames=1, size=256, seed=k)) for k in seeds])
+    assert scaled == pytest.approx(ref, rel=0.2) and sparse < 0.7 * ref
+    with pytest.raises(ValueError, match="unknown scene 'nope'"):
+        scene_knobs("nope", 256)
