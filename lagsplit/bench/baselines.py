@@ -53,7 +53,12 @@ class RunningMedian(OnlineMethod):
             self._buf = np.empty((self.window, *frame.shape), np.float32)
         self._buf[self._n % self.window] = frame
         self._n += 1
-        med = np.median(self._buf[: min(self._n, self.window)], axis=0)
+        n = min(self._n, self.window)
+        # np.median's value (the mean of the two middle values for an even count, in
+        # float32), from a sort along time: numpy sorts a short axis 1.5-3x faster than
+        # it partitions it for the median.
+        s = np.sort(self._buf[:n], axis=0)
+        med = s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
         return _gaussian(med, self.blur) if self.blur else med
 
 
