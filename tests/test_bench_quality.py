@@ -11,7 +11,16 @@ from typer.testing import CliRunner
 from lagsplit.adapters.synthetic import make_scene, render_spots
 from lagsplit.bench.baselines import MOG2, ExponentialAverage, IncrementalPCABackground, RobustPCA, RunningMedian
 from lagsplit.bench.levers import DEFAULT, Lever, LeverScore, LeversRun, load_levers
-from lagsplit.bench.report import END, START, levers_markdown, write_levers, write_section
+from lagsplit.bench.quality import (
+    LAGSPLIT,
+    FamilyResult,
+    QualityRun,
+    SceneResult,
+    Score,
+    baseline_scores,
+    central_crop,
+)
+from lagsplit.bench.report import END, START, levers_markdown, quality_markdown, write_levers, write_section
 from lagsplit.bench.spots import Candidates, best_f1, spot_f1
 from lagsplit.cli import app
 from lagsplit.config import ConfigError, load_config
@@ -126,6 +135,72 @@ def test_baselines_recover_a_static_background():
     assert np.sqrt(np.mean((low[20:] - s.slow[20:]) ** 2)) < 0.6 * raw_err
 
 
+def test_running_median_is_numpys_median_of_the_frames_so_far():
+    movie = np.random.default_rng(0).poisson(20, (9, 6, 7)).astype(np.float32)
+    movie += np.random.default_rng(1).random(movie.shape, np.float32)
+    for window in (4, 5):  # even and odd windows, filling up and full
+        got = RunningMedian(window).run(movie)
+        want = [np.median(movie[max(0, t + 1 - window): t + 1], axis=0) for t in range(len(movie))]
+        assert np.array_equal(got, np.stack(want)), window
+
+
+def test_central_crop_keeps_the_spots_inside_in_its_own_coordinates():
+    s = make_scene("brownian", frames=3, size=48, seed=0, n_spots=60)
+    c = central_crop(s, 20)
+    assert c.movie.shape == c.slow.shape == c.fast.shape == (3, 20, 20)
+    assert np.array_equal(c.movie, s.movie[:, 14:34, 14:34])
+    for full, crop in zip(s.spots, c.spots):
+        inside = full[((full >= 14) & (full < 34)).all(1)]
+        assert np.allclose(crop, inside - 14) and 0 < len(crop) < len(full)
+
+
+def test_robust_pca_runs_on_the_central_128_px_of_larger_frames():
+    scores = baseline_scores("brownian", frames=12, size=144, seed=1, quick=True, rpca=True, scaled=True)
+    rpca = [s for s in scores if not s.online]
+    assert [s.crop for s in rpca] == [128] and all(s.crop is None for s in scores if s.online)
+    assert 0 < rpca[0].slow < 5 and 0 <= rpca[0].f1 <= 1
+    small = baseline_scores("brownian", frames=12, size=48, seed=1, quick=True, rpca=True)
+    assert [s.crop for s in small if not s.online] == [None]  # 128 px and below: the whole frame
+
+
+def _sized_run() -> QualityRun:
+    def fam(name, slow, f1, online=True):
+        sc = Score(name, "s", slow, 1.0, f1, online=online)
+        return FamilyResult(name, sc, sc, online, 2.0)
+
+    scenes = []
+    for name, (lag, med, crop_lag, crop_rpca) in {"filaments": (0.211, 0.254, 0.233, 0.187),
+                                                  "drift": (0.318, 0.301, 0.297, 0.402)}.items():
+        crop = [Score(LAGSPLIT, "s", crop_lag, 1.0, 0.9, crop=128),
+                Score("robust PCA (offline)", "lambda 1/sqrt(max(T, HW)), 25 iterations", crop_rpca, 1.0, 0.91,
+                      seconds=31.0, online=False, crop=128)]
+        scenes.append(SceneResult(name, "notes", 300, 512, 100, [fam(LAGSPLIT, lag, 0.95), fam("running median", med, 0.94)],
+                                  knobs={"n_spots": 480, "n_filaments": 12}, crop=crop, ceiling_f1=0.96))
+    return QualityRun(scenes, 1, "1 step(s)/frame", 600.0, command="lagsplit bench quality --size 512",
+                      section="quality512", work_size=128, binning=4)
+
+
+def test_sized_section_is_written_from_the_run_numbers(tmp_path):
+    text = quality_markdown(_sized_run())
+    assert text.startswith("<!-- quality512:start -->\n## Decomposition quality at 512x512 px")
+    assert text.rstrip().endswith("<!-- quality512:end -->") and START not in text
+    assert "binned 4x4 to at most model.work_size = 128 px" in text
+    assert "filaments (n_spots=480, n_filaments=12), drift (n_spots=480, n_filaments=12)" in text
+    assert "| filaments | 0.211 | 0.254 (running median) |" in text  # wins
+    assert "| drift | 0.318 | 0.301 (running median) |" in text and "**loses** slow" in text
+    assert "| filaments | 0.233 | 0.187 | 0.900 | 0.910 | 31.0 |" in text
+    assert "| drift | 0.297 | 0.402 | 0.900 | 0.910 | 31.0 |" in text
+    assert "Mean slow NRMSE on the crop: lagsplit 0.265, robust PCA (offline) 0.294." in text
+    assert "offline, non-causal" not in text  # no offline row in the full-frame table
+    p = tmp_path / "BENCHMARKS.md"
+    table = f"{START}\nthe 128 px table\n{END}"
+    p.write_text(f"# Benchmarks\n\n{table}\n")
+    write_section(p, text, "quality512")
+    write_section(p, text.replace("0.211", "0.199"), "quality512")  # rewritten in place, not appended
+    out = p.read_text()
+    assert table in out and out.count("<!-- quality512:start -->") == 1 and "0.199" in out and "0.211" not in out
+
+
 def test_report_rewrites_only_its_own_section(tmp_path):
     p = tmp_path / "BENCHMARKS.md"
     p.write_text(f"# Benchmarks\n\n## Speed\nfast\n\n{START}\nold\n{END}\n\n## Other\nkept\n")
@@ -154,6 +229,29 @@ def test_bench_quality_quick_writes_the_table_and_a_figure(tmp_path):
     assert "step(s)/frame" in lag
     png = out / "quality_filaments.png"
     assert png.exists() and png.stat().st_size > 1000
+
+
+def test_bench_quality_at_another_size_writes_its_own_section_and_keeps_the_128_table(tmp_path):
+    report, out = tmp_path / "BENCHMARKS.md", tmp_path / "bench"
+    kept = f"# Benchmarks\n\n{START}\nthe 128 px table\n{END}\n\n<!-- speed:start -->\nspeed\n<!-- speed:end -->\n"
+    report.write_text(kept)
+    res = CliRunner().invoke(app, ["bench", "quality", "--quick", "--size", "48", "--frames", "30", "--out", str(out),
+                                   "--report", str(report)])
+    assert res.exit_code == 0, res.output
+    text = report.read_text()
+    assert text.startswith(kept.rstrip())  # the 128 px table and the speed section as they were
+    section = text.split("<!-- quality48:start -->", 1)[1].split("<!-- quality48:end -->", 1)[0]
+    assert "## Decomposition quality at 48x48 px" in section and "--size 48" in section
+    assert "filaments (n_filaments=2, n_spots=3)" in section  # the 128 px crowding at 48 px
+    lag = next(r for r in section.splitlines() if r.startswith("| filaments | lagsplit |"))
+    slow, f1 = (float(lag.split("|")[i].strip().strip("*")) for i in (4, 6))
+    assert 0 < slow < 5 and 0 <= f1 <= 1
+    assert (out / "quality48_filaments.png").exists() and not (out / "quality_filaments.png").exists()
+
+
+def test_bench_quality_refuses_a_size_too_small_for_the_scenes(tmp_path):
+    res = CliRunner().invoke(app, ["bench", "quality", "--quick", "--size", "16", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "--size 16" in res.output and "at least 32 px" in res.output
 
 
 def test_bench_quality_refuses_an_unknown_scene(tmp_path):

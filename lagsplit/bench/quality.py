@@ -3,6 +3,12 @@
 For each scene: lagsplit streamed through the engine (fixed steps per frame), each online
 baseline at each setting of its grid, and offline robust PCA. Frames before ``first``
 (a third of the movie) are warm-up for every method and are not scored.
+
+The scenes are 128x128 px. At another ``size`` (camera sizes, where lagsplit's slow stage
+works on binned frames) the scenes keep the crowding of the 128 px ones
+(:func:`~lagsplit.adapters.scenes.scene_knobs`), a few of them run by default
+(:data:`SIZED_SCENES`), robust PCA runs on the central 128x128 px of frames larger than
+that, and the results go to a section of their own (:func:`section_name`).
 """
 from __future__ import annotations
 
@@ -17,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lagsplit.adapters.scenes import BENCH_SCENES, SPOT_SIGMA
+from lagsplit.adapters.scenes import BENCH_SCENES, REFERENCE_SIZE, SPOT_SIGMA, scene_knobs
 from lagsplit.adapters.synthetic import Scene, make_scene
+from lagsplit.engine.detail import bin_factor
 
 from ..config import merge_settings
 from ..figure import panel_figure
@@ -28,6 +35,20 @@ from .engine_method import bench_config, run_engine
 from .spots import spot_f1
 
 LAGSPLIT = "lagsplit"
+
+SIZED_SCENES = ("filaments", "bleaching", "drift")
+"""The scenes a run at a size other than 128 px plays unless told which: fine static
+structure, a background that changes in brightness, one that moves."""
+
+RPCA_MAX_SIZE = 128
+"""Robust PCA factorises the whole movie as a (frames, pixels) matrix; on frames larger
+than this side (px) it runs on their central crop of this side (at 512 px the whole movie
+is a 300 x 262,144 matrix, about 16 times the work and memory of a 128 px scene)."""
+
+
+def section_name(size: int) -> str:
+    """The BENCHMARKS.md section a run at ``size`` px writes: ``quality`` at 128, else ``quality<size>``."""
+    return "quality" if size == REFERENCE_SIZE else f"quality{size}"
 
 
 @dataclass
@@ -42,6 +63,7 @@ class Score:
     recovery: int | None = None  # frames to recover after the scene's sudden change
     seconds: float = 0.0
     online: bool = True
+    crop: int | None = None  # side (px) of the central crop it was scored on; None: the whole frame
 
 
 @dataclass
@@ -72,6 +94,8 @@ class SceneResult:
     figure: Path | None = None
     change_at: int | None = None
     ceiling_f1: float | None = None  # F1 of fast = raw - the true slow part: what a perfect slow scores
+    knobs: dict = field(default_factory=dict)  # scene knobs other than the defaults (counts scaled to the size)
+    crop: list[Score] = field(default_factory=list)  # lagsplit and robust PCA on the central crop
 
     def get(self, family: str) -> FamilyResult:
         return next(f for f in self.families if f.family == family)
@@ -93,10 +117,39 @@ class QualityRun:
     command: str = ""
     quick: bool = False
     extra: dict = field(default_factory=dict)
+    section: str = "quality"  # the BENCHMARKS.md section it belongs in
+    work_size: int = 0  # model.work_size of lagsplit's run
+    binning: int = 1  # the factor lagsplit's slow stage bins the frames by
+
+
+def bench_scene(name: str, frames: int, size: int, seed: int, scaled: bool = False) -> Scene:
+    """Scene ``name``; ``scaled``: with the counts that keep its 128 px crowding at ``size``."""
+    knobs = scene_knobs(name, size) if scaled else {}
+    return make_scene(name, frames=frames, size=size, seed=seed, **knobs)
+
+
+def crop_window(shape: tuple[int, ...], side: int) -> tuple[slice, slice]:
+    """The (rows, columns) of the central ``side`` x ``side`` px of frames of ``shape`` (..., H, W)."""
+    h, w = shape[-2:]
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    return slice(y0, y0 + side), slice(x0, x0 + side)
+
+
+def central_crop(scene: Scene, side: int) -> Scene:
+    """The central ``side`` x ``side`` px of ``scene``, with the true spots that lie there
+    (in the crop's coordinates)."""
+    rows, cols = crop_window(scene.movie.shape, side)
+    origin = np.array([rows.start, cols.start], np.float64)
+    spots = []
+    for p in scene.spots:
+        q = np.asarray(p, np.float64).reshape(-1, 2) - origin
+        spots.append(q[((q >= 0) & (q < side)).all(1)])
+    return Scene(scene.name, scene.movie[:, rows, cols], scene.slow[:, rows, cols], scene.fast[:, rows, cols],
+                 spots, scene.notes, dict(scene.meta))
 
 
 def score(slow_est: np.ndarray, scene: Scene, first: int, family: str, setting: str, seconds: float = 0.0,
-          online: bool = True) -> Score:
+          online: bool = True, crop: int | None = None) -> Score:
     """Slow and fast NRMSE, spot F1 and (for a scene with a change) recovery frames, on frames ``first``.."""
     raw = scene.movie.astype(np.float32)
     fast_est = raw[first:] - slow_est[first:]
@@ -109,7 +162,7 @@ def score(slow_est: np.ndarray, scene: Scene, first: int, family: str, setting: 
         errs = frame_errors(slow_est[first:], truth_slow)
         rec = recovery_frames(errs, change - first)
     return Score(family, setting, nrmse(slow_est[first:], truth_slow), nrmse(fast_est, scene.fast[first:]),
-                 det.f1, rec, seconds, online)
+                 det.f1, rec, seconds, online, crop)
 
 
 def _family_results(scores: list[Score]) -> list[FamilyResult]:
@@ -136,10 +189,12 @@ def lagsplit_overrides(frames: int, steps: int, extra: dict | None = None) -> di
                           extra)
 
 
-def baseline_scores(name: str, frames: int, size: int, seed: int, quick: bool, rpca: bool) -> list[Score]:
+def baseline_scores(name: str, frames: int, size: int, seed: int, quick: bool, rpca: bool,
+                    scaled: bool = False) -> list[Score]:
     """Every online baseline setting and robust PCA on one scene (run in a worker process:
-    the scene is regenerated there from its seed)."""
-    scene = make_scene(name, frames=frames, size=size, seed=seed)
+    the scene is regenerated there from its seed). Robust PCA runs on the central
+    :data:`RPCA_MAX_SIZE` px of larger frames (its score says so in ``crop``)."""
+    scene = bench_scene(name, frames, size, seed, scaled)
     first = frames // 3
     scores: list[Score] = []
     for method in online_grid(quick):
@@ -148,17 +203,21 @@ def baseline_scores(name: str, frames: int, size: int, seed: int, quick: bool, r
         scores.append(score(slow, scene, first, method.family, method.setting, time.perf_counter() - t0))
     if rpca:
         robust = RobustPCA(iterations=15) if quick else RobustPCA()
+        crop = RPCA_MAX_SIZE if max(scene.movie.shape[1:]) > RPCA_MAX_SIZE else None
+        target = central_crop(scene, crop) if crop else scene
         t0 = time.perf_counter()
-        slow = robust.run(scene.movie)
-        scores.append(score(slow, scene, first, robust.family, robust.setting, time.perf_counter() - t0, online=False))
+        slow = robust.run(target.movie)
+        scores.append(score(slow, target, first, robust.family, robust.setting, time.perf_counter() - t0,
+                            online=False, crop=crop))
     return scores
 
 
 def run_scene(name: str, frames: int, size: int, seed: int, steps: int, baselines: Callable[[], list[Score]],
               out_dir: Path | None, overrides: dict | None = None, init: str | None = None,
-              log: Callable[[str], None] = lambda s: None) -> SceneResult:
-    """lagsplit on one scene, joined with the baselines' scores (``baselines()`` returns them)."""
-    scene = make_scene(name, frames=frames, size=size, seed=seed)
+              log: Callable[[str], None] = lambda s: None, scaled: bool = False) -> SceneResult:
+    """lagsplit on one scene, joined with the baselines' scores (``baselines()`` returns them;
+    a score on a central crop puts lagsplit's score on the same crop beside it)."""
+    scene = bench_scene(name, frames, size, seed, scaled)
     first = frames // 3
     cfg = bench_config(lagsplit_overrides(frames, steps, overrides), init=init)
     run = run_engine(scene.movie, cfg)
@@ -167,18 +226,27 @@ def run_scene(name: str, frames: int, size: int, seed: int, steps: int, baseline
     mine = score(run.slow, scene, first, LAGSPLIT, setting, run.seconds)
     ceiling = score(scene.slow, scene, first, "true slow", "").f1
     log(f"  {name}: lagsplit slow {mine.slow:.3f} / F1 {mine.f1:.3f} ({run.seconds:.0f} s)")
-    scores = [mine, *baselines()]
-    for s in scores[1:]:
+    others = baselines()
+    scores = [mine, *(s for s in others if s.crop is None)]
+    crops = [s for s in others if s.crop is not None]
+    for s in others:
         if not s.online:
-            log(f"  {name}: {s.family} slow {s.slow:.3f} / F1 {s.f1:.3f} ({s.seconds:.0f} s)")
+            where = f" on the central {s.crop}x{s.crop} px" if s.crop else ""
+            log(f"  {name}: {s.family}{where} slow {s.slow:.3f} / F1 {s.f1:.3f} ({s.seconds:.0f} s)")
+    if crops:
+        side = crops[0].crop
+        rows, cols = crop_window(run.slow.shape, side)
+        crops.insert(0, score(run.slow[:, rows, cols], central_crop(scene, side), first, LAGSPLIT, setting,
+                              run.seconds, crop=side))
     fig = None
     if out_dir is not None:
         raw = scene.movie.astype(np.float32)
         picks = sorted({first, (first + frames) // 2, frames - 1} | ({scene.meta["change_at"] + 2}
                        if "change_at" in scene.meta else set()))
-        fig = panel_figure(raw, run.slow, raw - run.slow, Path(out_dir) / f"quality_{name}.png", frames=picks)
+        prefix = section_name(size) if scaled else "quality"
+        fig = panel_figure(raw, run.slow, raw - run.slow, Path(out_dir) / f"{prefix}_{name}.png", frames=picks)
     return SceneResult(name, scene.notes, frames, size, first, _family_results(scores), fig,
-                       scene.meta.get("change_at"), ceiling)
+                       scene.meta.get("change_at"), ceiling, scene_knobs(name, size) if scaled else {}, crops)
 
 
 @contextmanager
@@ -201,24 +269,31 @@ def run_quality(scenes: Sequence[str] | None = None, frames: int = 300, size: in
                 steps: int = 1, quick: bool = False, out_dir: Path | None = Path("out/bench"),
                 overrides: dict | None = None, init: str | None = None, rpca: bool = True,
                 log: Callable[[str], None] = print) -> QualityRun:
-    """Run the quality benchmark. ``quick``: one small scene, one setting per baseline."""
+    """Run the quality benchmark. ``quick``: one small scene, one setting per baseline.
+
+    A ``size`` other than 128 px scales the scenes' counts to it, plays :data:`SIZED_SCENES`
+    unless ``scenes`` are given, and names the run's section ``quality<size>`` (with
+    ``quick``, the size is capped at 48 px after that choice)."""
+    scaled = size != REFERENCE_SIZE
     if quick:
         scenes = scenes or ["filaments"]
         frames, size = min(frames, 60), min(size, 48)
-    names = list(scenes or BENCH_SCENES)
+    names = list(scenes or (SIZED_SCENES if scaled else BENCH_SCENES))
     t0 = time.perf_counter()
     results = []
     # The baselines run in a second process while lagsplit trains in this one (both
     # single-threaded): the two halves of the benchmark take about as long as each other.
     with single_threaded_env(), ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        jobs = {name: pool.submit(baseline_scores, name, frames, size, seed, quick, rpca) for name in names}
+        jobs = {name: pool.submit(baseline_scores, name, frames, size, seed, quick, rpca, scaled) for name in names}
         for name in names:
             log(f"scene {name} ({frames} frames of {size}x{size})")
             results.append(run_scene(name, frames, size, seed, steps, jobs[name].result, out_dir, overrides,
-                                     init, log))
+                                     init, log, scaled))
     m = bench_config(lagsplit_overrides(frames, steps, overrides), init=init)
     desc = (f"{m.train.steps_per_frame} step(s)/frame, lags {list(m.model.lags)}, windows {list(m.model.windows)} "
             "(clipped means), "
             f"warm-up {m.train.warmup_steps} steps, batch {m.train.batch} x {m.train.crop} px crops, "
             f"{m.model.threads} torch thread(s)" + (f", from weights {init}" if init else ""))
-    return QualityRun(results, steps, desc, time.perf_counter() - t0, quick=quick)
+    return QualityRun(results, steps, desc, time.perf_counter() - t0, quick=quick,
+                      section=section_name(size) if scaled else "quality", work_size=m.model.work_size,
+                      binning=bin_factor((size, size), m.model.work_size))

@@ -1,5 +1,5 @@
-"""Markdown for BENCHMARKS.md: the quality section, rewritten in place between its markers
-so that sections other benchmarks write stay as they are."""
+"""Markdown for BENCHMARKS.md: the quality section (and one per other scene size), rewritten
+in place between its markers so that sections other benchmarks write stay as they are."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +10,13 @@ from ..benchmarks_md import machine, update_section
 from .levers import DEFAULT, LeversRun
 from .quality import LAGSPLIT, QualityRun, SceneResult
 
-START, END = "<!-- quality:start -->", "<!-- quality:end -->"
+
+def markers(section: str) -> tuple[str, str]:
+    """The start and end markers of a BENCHMARKS.md section."""
+    return f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+
+
+START, END = markers("quality")
 LEVERS_SECTION = "levers"
 """BENCHMARKS.md's section that ``lagsplit bench quality --levers`` rewrites."""
 
@@ -73,13 +79,60 @@ def f1_note(run: QualityRun) -> str:
     return text
 
 
+def _sized_note(run: QualityRun) -> str:
+    """What a run at a size other than 128 px changes: the scenes' counts, lagsplit's binning."""
+    s0 = run.scenes[0]
+    scenes = ", ".join(f"{r.name} ({', '.join(f'{k}={v}' for k, v in r.knobs.items())})" if r.knobs else r.name
+                       for r in run.scenes)
+    text = (f"The scenes at {s0.size}x{s0.size} px are as crowded as the 128x128 px ones of the quality table "
+            f"(spot counts scaled with the area, filament counts with the side): {scenes}. ")
+    if run.binning > 1:
+        text += (f"lagsplit runs the default model, whose slow stage works on frames binned {run.binning}x"
+                 f"{run.binning} to at most model.work_size = {run.work_size} px a side, slow's fine detail "
+                 "coming back from a clipped running mean at full resolution; every baseline works on the "
+                 "full-resolution frames.")
+    else:
+        text += f"lagsplit's slow stage works on the full-resolution frames (model.work_size = {run.work_size} px)."
+    return text
+
+
+def _crop_lines(run: QualityRun) -> list[str]:
+    """Offline robust PCA on a central crop, lagsplit scored on the same crop beside it."""
+    rows = [r for r in run.scenes if r.crop]
+    if not rows:
+        return []
+    s0 = rows[0]
+    side = s0.crop[0].crop
+    setting = next(s.setting for s in s0.crop if s.family != LAGSPLIT)
+    lines = [f"### Offline robust PCA on the central {side}x{side} px", "",
+             f"Robust PCA factorises the whole movie as one (frames, pixels) matrix, {s0.frames} x "
+             f"{s0.size * s0.size} at {s0.size}x{s0.size} px; it runs ({setting}) on the central {side}x{side} px "
+             "of the same frames, and lagsplit's slow from the full-frame run above is scored on the same crop.", "",
+             "| scene | lagsplit slow | robust PCA slow | lagsplit F1 | robust PCA F1 | robust PCA time (s) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    pairs = []
+    for r in rows:
+        lag = next(s for s in r.crop if s.family == LAGSPLIT)
+        rpca = next(s for s in r.crop if s.family != LAGSPLIT)
+        pairs.append((lag, rpca))
+        lines.append(f"| {r.name} | {_f(lag.slow)} | {_f(rpca.slow)} | {_f(lag.f1)} | {_f(rpca.f1)} | "
+                     f"{rpca.seconds:.1f} |")
+    ls, rs = (float(np.mean([p[i].slow for p in pairs])) for i in (0, 1))
+    lines += ["", f"Mean slow NRMSE on the crop: lagsplit {_f(ls)}, robust PCA (offline) {_f(rs)}.", ""]
+    return lines
+
+
 def quality_markdown(run: QualityRun, recordings: str = "") -> str:
-    lines = [START, "## Decomposition quality", ""]
+    start, end = markers(run.section)
+    s0 = run.scenes[0]
+    sized = run.section != "quality"
+    lines = [start, "## Decomposition quality" + (f" at {s0.size}x{s0.size} px" if sized else ""), ""]
     cmd = run.command or "lagsplit bench quality"
     lines += [f"Command: `{cmd}`  ", f"Machine: {machine()}  ",
               f"Total time: {run.seconds / 60:.1f} min. lagsplit: the engine in fixed mode, "
               f"{run.lagsplit_setting}, default model.", ""]
-    s0 = run.scenes[0]
+    if sized:
+        lines += [_sized_note(run), ""]
     lines += [f"Scenes of {s0.frames} frames of {s0.size}x{s0.size} px; the first {s0.first} frames are warm-up "
               "for every method and not scored. slow / fast: NRMSE (RMSE over the standard deviation of the "
               "truth; lower is better) of the slow part and of fast = raw - slow against the noise-free truth. "
@@ -103,7 +156,9 @@ def quality_markdown(run: QualityRun, recordings: str = "") -> str:
             name = fam.family if fam.online else f"{fam.family} *"
             lines.append(f"| {res.name} | {name} | {fam.settings_note} | {slow} | {_f(fam.slow.fast)} | {f1} | "
                          f"{rec} | {fam.seconds:.1f} |")
-    lines += ["", "\\* offline, non-causal reference (sees the whole movie). Bold: best on the scene.", ""]
+    has_offline = any(not f.online for r in run.scenes for f in r.families)
+    lines += ["", ("\\* offline, non-causal reference (sees the whole movie). " if has_offline else "") +
+              "Bold: best on the scene.", ""]
     lines += ["### lagsplit against the baselines", "",
               "| scene | lagsplit slow | best online slow | lagsplit F1 | best online F1 | true slow F1 | verdict |",
               "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
@@ -129,13 +184,14 @@ def quality_markdown(run: QualityRun, recordings: str = "") -> str:
         lines.append("")
     if any("ties" in verdict(r) for r in run.scenes):
         lines += [f1_note(run), ""]
+    lines += _crop_lines(run)
     if recordings:
         lines += ["", recordings.strip(), ""]
     figs = [r.figure for r in run.scenes if r.figure is not None]
     if figs:
         lines += ["", "Figures (original | slow | fast | composite, lagsplit): " +
                   ", ".join(f"`{Path(p).as_posix()}`" for p in figs), ""]
-    lines.append(END)
+    lines.append(end)
     return "\n".join(lines) + "\n"
 
 
@@ -151,10 +207,12 @@ def _means(run: QualityRun) -> dict[str, tuple[float, float]]:
     return out
 
 
-def write_section(path: Path, section: str) -> Path:
-    """Replace the quality section of ``path`` (or append it); everything else stays."""
-    body = section.split(START, 1)[-1].split(END, 1)[0]
-    return update_section("quality", body, path)
+def write_section(path: Path, section: str, name: str = "quality") -> Path:
+    """Replace the section ``name`` (the quality table's, or a size's ``quality<N>``) of
+    ``path`` with ``section`` (or append it); everything else stays."""
+    start, end = markers(name)
+    body = section.split(start, 1)[-1].split(end, 1)[0]
+    return update_section(name, body, path)
 
 
 def _compare(lever: float, default: float) -> int:
