@@ -86,6 +86,7 @@ def check_output(cfg: Config) -> None:
         raise OutputRefused(f"output path {out} is a folder, not a file")
     if out.exists() and not cfg.output.overwrite:
         raise OutputRefused(f"{out} exists: give --overwrite to replace it (or set output.overwrite = true), "
+                            f"--resume to continue it after its last frame (output.resume = true), "
                             f"or choose another --out")
 
 
