@@ -1,0 +1,76 @@
+"""Faults inflicted on real `lagsplit` processes and on the real engine; what the HDF5 file
+keeps is read back. README, "When things go wrong"."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from tests.support import FAST_CLI
+
+PER_FRAME = ("slow", "fast", "raw", "frames/index", "frames/timestamp", "frames/model_version", "frames/warmup",
+             "frames/latency_ms")
+
+
+def start(*args: str) -> subprocess.Popen:
+    """A real `lagsplit` process in the background (the fast tiny engine), stderr captured."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="250")
+    return subprocess.Popen([sys.executable, "-m", "lagsplit", *args, *FAST_CLI], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def rows_visible(path: Path) -> int:
+    """Rows a live reader (SWMR) sees now; 0 while the file is not there yet."""
+    try:
+        with h5py.File(path, "r", swmr=True) as f:
+            return f["frames/index"].shape[0]
+    except (OSError, KeyError):
+        return 0
+
+
+def wait_for_rows(proc: subprocess.Popen, path: Path, rows: int, timeout: float = 60) -> int:
+    """Wait until a reader sees at least ``rows`` rows; return how many it saw."""
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while time.monotonic() < deadline and seen < rows:
+        assert proc.poll() is None, f"lagsplit ended early: {proc.communicate()[1]}"
+        time.sleep(0.1)
+        seen = rows_visible(path)
+    assert seen >= rows, f"only {seen} rows after {timeout} s"
+    return seen
+
+
+def per_frame_lengths(f: h5py.File) -> dict[str, int]:
+    return {name: f[name].shape[0] for name in PER_FRAME}
+
+
+def long_stack(tmp_path: Path, noise_stack: np.ndarray, repeats: int = 20) -> Path:
+    src = tmp_path / "long.npy"
+    np.save(src, np.concatenate([noise_stack] * repeats))  # 600 frames
+    return src
+
+
+def test_a_killed_run_keeps_every_flushed_frame_with_one_row_count(tmp_path, noise_stack):
+    src, out = long_stack(tmp_path, noise_stack), tmp_path / "killed.h5"
+    proc = start("replay", str(src), "--out", str(out), "--fps", "40", "--set", "output.flush_every=5")
+    try:
+        seen = wait_for_rows(proc, out, 20)
+        seen = max(seen, rows_visible(out))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    with h5py.File(out, "r", swmr=True) as f:
+        lengths = per_frame_lengths(f)
+        n = lengths["frames/index"]
+        assert set(lengths.values()) == {n}, lengths
+        assert n >= seen  # every row a reader saw before the kill is still there
+        np.testing.assert_array_equal(f["frames/index"][:], np.arange(n))
+        np.testing.assert_array_equal(f["raw"][:], np.concatenate([noise_stack] * 20)[:n])
+        assert np.isfinite(f["slow"][:]).all()
