@@ -172,6 +172,11 @@ class ArrayStream:
         self._sleep = sleep
         self.sent = 0
 
+    @property
+    def live(self) -> bool:
+        """Paced at ``fps`` (contracts.AdapterHooks.live)."""
+        return self.fps > 0
+
     def describe(self) -> str:
         t, h, w = self.movie.shape
         rate = f"{self.fps:g} fps" if self.fps else "as fast as possible"

@@ -108,6 +108,8 @@ class WatchAdapter:
     """Follows ``folder``; see the module doc. ``clock``, ``reader`` and the observer are
     injected so tests control time and parsing."""
 
+    live = True  # frames come at the acquisition's pace (contracts.AdapterHooks.live)
+
     def __init__(self, folder: str | os.PathLike, glob: str = "*.tif*", frame_pattern: str | None = None,
                  poll: bool = False, poll_interval_s: float = 0.5, settle_s: float = 0.25,
                  give_up_s: float = 5.0, reorder_s: float = 1.0, idle_timeout_s: float | None = None,

@@ -91,6 +91,8 @@ class ZmqAdapter:
     """Receives frames over ZeroMQ. The socket is bound or connected at construction, so a
     busy port fails before the run starts; ``context`` is injected in tests (else owned)."""
 
+    live = True  # frames come at the acquisition's pace (contracts.AdapterHooks.live)
+
     def __init__(self, endpoint: str, socket: str = "pull", bind: bool | None = None,
                  idle_timeout_s: float | None = None, rcvhwm: int = 1000, poll_s: float = 0.05,
                  context: zmq.Context | None = None, clock: Callable[[], float] = time.monotonic,

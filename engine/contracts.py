@@ -36,6 +36,18 @@ class AdapterHooks(Protocol):
         """What the adapter counts itself: ``received`` (every file or message that looked
         like a frame) and ``rejected`` (those it skipped). Called from any thread."""
 
+    def metadata(self) -> dict[str, Any]:
+        """What the source knows of the acquisition, by the first frame: any of
+        ``pixel_size_um`` ((y, x) micrometres), ``frame_interval_s`` (seconds) and
+        ``channel_name``; unknown ones absent or None. The HDF5 sink stores them as file
+        attributes. Called from the worker thread, once, before the sinks are set up."""
+
+    @property
+    def live(self) -> bool:
+        """True when frames come at the acquisition's pace (a camera, a watched folder, a
+        replay at a set fps), so a worker that falls behind loses time it cannot make up;
+        False for a replay as fast as possible, whose queue is full by design."""
+
     def lost(self) -> dict[int, str]:
         """Frame numbers the adapter skipped since the last call, each with its reason (one
         of the gap reasons, e.g. ``"rejected"``), each reported once. The engine records

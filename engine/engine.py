@@ -347,8 +347,12 @@ class Engine:
         self._warn_if_behind(now)
 
     def _warn_if_behind(self, now: float) -> None:
-        """Log a warning (at most every BEHIND_EVERY_S) while the source outruns the worker:
-        the input queue more than half full, or frames dropped since the last look."""
+        """Log a warning (at most every BEHIND_EVERY_S) while a live source (or one under the
+        drop policy) outruns the worker: the input queue more than half full, or frames
+        dropped since the last look. A replay as fast as possible keeps its queue full by
+        design and is not warned about."""
+        if not (self.rt.overflow == "drop" or getattr(self.adapter, "live", False)):
+            return
         depth, dropped = self._q.qsize(), self._counters["dropped"]
         behind = depth > self.rt.queue // 2 or dropped > self._dropped_seen
         self._dropped_seen = dropped

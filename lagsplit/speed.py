@@ -239,7 +239,7 @@ def _limit(p: dict, hdf5_ms: float) -> str:
 
 
 def run_speed(sizes: list[int], frames: int, overrides: list[str], live_fps: float | None = None, soak: int = 0,
-              write: bool = True, path: str = "BENCHMARKS.md") -> str:
+              write: bool = True, path: str = "BENCHMARKS.md", readme: str = "README.md") -> str:
     results = []
     ctx = multiprocessing.get_context("spawn")
     for size in sizes:
@@ -306,4 +306,20 @@ def run_speed(sizes: list[int], frames: int, overrides: list[str], live_fps: flo
     text = "\n".join(lines)
     if write:
         update_section("speed", text, path)
+        if Path(readme).exists():
+            update_section("speed-summary", _summary(results, cmd), readme)
     return text
+
+
+def _summary(results: list[dict], cmd: str) -> str:
+    """The README's short table: what this machine keeps up with."""
+    lines = [f"Measured by `{cmd}` on {machine()} (details in BENCHMARKS.md):", "",
+             "| frame | live rate tried | processed / dropped | latency p50 / p99 | networks in use from frame "
+             "| as fast as possible, training on | OpenCV MOG2 |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        c = r["c"]
+        lines.append(f"| {r['size']}x{r['size']} | {c['fps_in']:g} /s | {c['processed']} / {c['dropped']} | "
+                     f"{c['p50']:.0f} / {c['p99']:.0f} ms | {c['first_net'] if c['first_net'] is not None else 'never'} | "
+                     f"{r['b']['fps']:.1f} /s | {r['mog2_fps']:.1f} /s |")
+    return "\n".join(lines)
