@@ -149,7 +149,10 @@ class MDAPublisher:
             self.frames += 1
             try:
                 if not self._started:
+                    pixel = float(self.core.getPixelSizeUm()) if hasattr(self.core, "getPixelSizeUm") else 0.0
+                    channel = getattr(getattr(event, "channel", None), "config", None)
                     self.publisher.start(img.shape, img.dtype, frame_interval_s=self._interval_s,
+                                         pixel_size_um=pixel if pixel > 0 else None, channel=channel,
                                          timeout_s=self.send_timeout_s)
                     self._started = True
                 if not self.publisher.image(number, img, t=time.time(), meta={"index": index},

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from .stack_metadata import read_acquisition
 from .stacks import open_stack
 from .wire import encode_end, encode_image, encode_start
 from .zmq_source import check_endpoint, last_endpoint, open_socket, wants_bind
@@ -109,11 +110,11 @@ class Publisher:
 
     # ---- the series ---------------------------------------------------------------------------
     def start(self, shape: tuple[int, int], dtype: Any, frame_interval_s: float | None = None,
-              timeout_s: float | None = None) -> None:
+              timeout_s: float | None = None, pixel_size_um: float | None = None, channel: str | None = None) -> None:
         """Send ``start`` (after waiting for a receiver); every image must have this shape and dtype."""
         if not self.wait_ready(timeout_s):
             raise TimeoutError(f"no receiver on {self.endpoint} within {timeout_s:g} s")
-        self._send(encode_start(self.series, shape, dtype, frame_interval_s), None)
+        self._send(encode_start(self.series, shape, dtype, frame_interval_s, pixel_size_um, channel), None)
         self._started = True
 
     def image(self, frame: int, array: np.ndarray, t: float | None = None, meta: dict | None = None,
@@ -215,7 +216,10 @@ def publish_stack(stack: str, publisher: Publisher, fps: float = 0.0, start: int
         try:
             log.info("publishing %s frames %d..%d as series %r on %s", frames.description, todo.start, todo.stop - 1,
                      publisher.series, publisher.describe())
-            publisher.start(shape, dtype, frame_interval_s=(1.0 / fps) if fps else None, timeout_s=wait_s)
+            acq = read_acquisition(stack, channel=channel, z=z)  # the recorded interval, else the play rate's
+            publisher.start(shape, dtype, frame_interval_s=acq.frame_interval_s or ((1.0 / fps) if fps else None),
+                            timeout_s=wait_s, channel=acq.channel_name,
+                            pixel_size_um=acq.pixel_size_um[1] if acq.pixel_size_um else None)
             t0 = clock()
             interval = 1.0 / fps if fps else 0.0
             for k, i in enumerate(todo):

@@ -156,13 +156,18 @@ class ArrayStream:
     """Plays a (T, H, W) array (or anything indexable frame by frame) as a live stream: frames at ``fps`` (0: as fast as possible).
 
     ``sleep`` and ``clock`` can be injected: tests pass a fake pair and never sleep for real
-    (tests/test_array_stream.py).
+    (tests/test_array_stream.py). ``times``: the acquisition time of each frame (seconds), used
+    as its timestamp; without them a frame's timestamp is when it was played.
     """
 
     def __init__(self, movie: np.ndarray, fps: float = 0.0, name: str = "array", first_index: int = 0,
-                 sleep: Callable[[float], None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 sleep: Callable[[float], None] | None = None, clock: Callable[[], float] = time.monotonic,
+                 times: np.ndarray | None = None) -> None:
         if len(movie.shape) != 3:
             raise ValueError(f"{name}: expected a (T, H, W) stack, got shape {movie.shape}")
+        if times is not None and len(times) != len(movie):
+            raise ValueError(f"{name}: {len(times)} acquisition times for {len(movie)} frames")
+        self.times = times
         self.movie = movie
         self.fps = fps
         self.name = name
@@ -211,7 +216,7 @@ class ArrayStream:
                 self._wait_until(t0 + i / self.fps)
                 if self._stopped:
                     return
-            ts = wall0 + (i / self.fps if self.fps else self.clock() - t0)
+            ts = float(self.times[i]) if self.times is not None else wall0 + (i / self.fps if self.fps else self.clock() - t0)
             self.sent += 1
             yield Frame(index=self.first_index + i, timestamp=ts, array=np.asarray(self.movie[i]), meta={"source": self.name})
 

@@ -7,13 +7,15 @@ the same thing. No sockets here: parts in, parts out.
 Each message is multipart. Part 0 is a UTF-8 JSON header; image messages carry
 part 1, the raw frame bytes in C order, exactly ``prod(shape) * itemsize`` long::
 
-    {"v": 1, "type": "start", "series": "run-42", "shape": [512, 512], "dtype": "<u2", "frame_interval_s": 0.05}
+    {"v": 1, "type": "start", "series": "run-42", "shape": [512, 512], "dtype": "<u2", "frame_interval_s": 0.05,
+     "pixel_size_um": 0.108, "channel": "GFP"}
     {"v": 1, "type": "image", "series": "run-42", "frame": 17, "t": 1732400000.125, "meta": {...}}
     {"v": 1, "type": "end",   "series": "run-42", "frames": 300}
 
 Shape is (y, x) in pixels, ``t`` the acquisition time in seconds since the epoch,
 ``frame`` the acquisition frame number. An image may also carry ``shape`` and
-``dtype``; they must then equal the series'.
+``dtype``; they must then equal the series'. ``frame_interval_s``, ``pixel_size_um``
+(micrometres) and ``channel`` (a name) are optional; a run stores them as file attributes.
 """
 from __future__ import annotations
 
@@ -48,6 +50,8 @@ class Start:
     frame_interval_s: float | None = None
     repeated: bool = False
     """True when this start repeats the running series' (harmless, e.g. for late subscribers)."""
+    pixel_size_um: float | None = None
+    channel: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,12 +81,17 @@ def _header(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
-def encode_start(series: str, shape: Sequence[int], dtype: Any, frame_interval_s: float | None = None) -> list[bytes]:
+def encode_start(series: str, shape: Sequence[int], dtype: Any, frame_interval_s: float | None = None,
+                 pixel_size_um: float | None = None, channel: str | None = None) -> list[bytes]:
     """The ``start`` message of a series of (y, x) frames of ``dtype``."""
     h: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": "start", "series": series,
                          "shape": [int(s) for s in shape], "dtype": np.dtype(dtype).str}
     if frame_interval_s is not None:
         h["frame_interval_s"] = float(frame_interval_s)
+    if pixel_size_um is not None:
+        h["pixel_size_um"] = float(pixel_size_um)
+    if channel is not None:
+        h["channel"] = str(channel)
     return [_header(h)]
 
 
@@ -195,14 +204,20 @@ class StreamDecoder:
         if interval is not None and (isinstance(interval, bool) or not isinstance(interval, (int, float))
                                      or not math.isfinite(interval) or interval < 0):
             raise WireError(f'"frame_interval_s" must be a non-negative number of seconds, got {interval!r}')
+        pixel, channel = h.get("pixel_size_um"), h.get("channel")
+        if pixel is not None and (isinstance(pixel, bool) or not isinstance(pixel, (int, float))
+                                  or not math.isfinite(pixel) or pixel <= 0):
+            raise WireError(f'"pixel_size_um" must be a positive number of micrometres, got {pixel!r}')
+        if channel is not None and not isinstance(channel, str):
+            raise WireError(f'"channel" must be a name (a string), got {channel!r}')
         cur = self.series
         if cur is not None:
             if (series, shape, dtype) == (cur.series, cur.shape, cur.dtype):
-                return Start(series, shape, dtype, interval, repeated=True)
+                return Start(series, shape, dtype, interval, repeated=True, pixel_size_um=pixel, channel=channel)
             raise WireError(
                 f"start of series {series!r} ({shape[0]}x{shape[1]} {dtype.str}) while series {cur.series!r} "
                 f"({cur.shape[0]}x{cur.shape[1]} {cur.dtype.str}) is running; one run takes one series")
-        self.series = Start(series, shape, dtype, interval)
+        self.series = Start(series, shape, dtype, interval, pixel_size_um=pixel, channel=channel)
         return self.series
 
     def _image(self, h: dict[str, Any], body: Any) -> Image:

@@ -133,6 +133,16 @@ class ZmqAdapter:
             raise RuntimeError(f"{self.describe()}: the adapter is closed")
         log.info("listening: %s", self.describe())
 
+    def metadata(self) -> dict:
+        """Frame interval, pixel size and channel name of the running series' ``start`` message
+        (AdapterHooks.metadata); {} before a series starts."""
+        s = self._decoder.series
+        if s is None:
+            return {}
+        found = {"frame_interval_s": s.frame_interval_s or None, "channel_name": s.channel,
+                 "pixel_size_um": None if s.pixel_size_um is None else [s.pixel_size_um, s.pixel_size_um]}
+        return {k: v for k, v in found.items() if v is not None}
+
     def lost(self) -> dict[int, str]:
         """Frame numbers rejected since the last call (the engine records them as gaps of that reason)."""
         return self._tally.lost()

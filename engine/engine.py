@@ -265,9 +265,11 @@ class Engine:
         if self._series is not None:
             return
         self._series = (arr.shape, arr.dtype)
+        metadata = hook(self.adapter, "metadata")  # what the source knows by now (pixel size, interval, ...)
         info = RunInfo(
             shape=tuple(arr.shape), dtype=arr.dtype.str, lags=self.cascade.lags, source=self.source,
-            config_json=self.config_json, components=self.components, extra=self.info_extra,
+            config_json=self.config_json, components=self.components,
+            extra={**self.info_extra, **(metadata() if metadata is not None else {})},
         )
         for s in self.sinks:
             s.setup(info)

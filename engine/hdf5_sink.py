@@ -113,8 +113,13 @@ class HDF5Sink:
             "shape": np.asarray(info.shape, dtype=np.int64),
             "input_dtype": info.dtype,
         })
-        for k, v in info.extra.items():
-            f.attrs[k] = v
+        for k, v in info.extra.items():  # e.g. pixel_size_um, frame_interval_s, channel_name from the source
+            if v is None:
+                continue  # what the source does not know is absent, not a placeholder
+            if isinstance(v, list | tuple) and v and all(isinstance(x, str) for x in v):
+                f.attrs.create(k, list(v), dtype=h5py.string_dtype())
+            else:
+                f.attrs[k] = v
         f.swmr_mode = True  # everything above exists before SWMR starts
         f.flush()
 
