@@ -218,11 +218,14 @@ class Cascade:
                 c = torch.zeros_like(r)
             comps.append(c)
             r = r - c
-        slow_full = self._up(slow, x)
-        if self.fine is not None and (detail := self.fine.detail()) is not None:
-            slow_full = slow_full + detail
+        slow_full = self._with_detail(slow) if self.fine is not None and self.fine.n else self._up(slow, x)
         comps_full = [slow_full, *(self._up(c, x) for c in comps[1:])] if self.stages > 1 else []
         return StageOutput(pos, slow_full, comps_full, None, warmup=not use_net)
+
+    def _with_detail(self, slow: torch.Tensor) -> torch.Tensor:
+        """up(slow) + M - up(bin(M)), computed as up(slow - bin(M)) + M: one upsampling."""
+        mean = self.fine.mean
+        return upsample(slow - bin_frame(mean, self.factor), self.factor, tuple(mean.shape)).add_(mean)
 
     def _up(self, plane: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """A working-grid plane at the resolution of the frame ``x``."""

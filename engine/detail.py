@@ -6,10 +6,11 @@ size. Slow is slow in time and mostly smooth in space, but a sample's fine struc
 (filaments, membranes) is part of it too, and binning removes it. That detail comes back
 from a robust running mean kept at full resolution:
 
-    slow = up(slow_work) + (M - up(bin(M)))
+    slow = up(slow_work) + (M - up(bin(M)))  =  up(slow_work - bin(M)) + M
 
 ``up`` is bilinear upsampling and ``bin`` the same block average the frames go through,
-so the second term is exactly what binning takes out of ``M``. ``M`` is updated per frame
+so ``M - up(bin(M))`` is exactly what binning takes out of ``M`` (computed as on the
+right: one upsampling per frame). ``M`` is updated per frame
 as ``M += a * min(x - M, 2 s)``, ``s`` the per-pixel noise level at full resolution: a
 bright spot passing over a pixel moves ``M`` by at most ``2 a s`` per frame, as the
 clipped mean leaves spots out; values below ``M`` are taken whole, so a spot in the first
@@ -94,10 +95,3 @@ class FineDetail:
             bound = upsample(noise * (HIGH * self.factor), self.factor, shape)
             self._noise = (noise, bound)
         return self._noise[1]
-
-    def detail(self) -> torch.Tensor | None:
-        """``M - up(bin(M))``: the part of the running mean that binning removes."""
-        if self.mean is None or self.n == 0:
-            return None
-        low = upsample(bin_frame(self.mean, self.factor), self.factor, tuple(self.mean.shape))
-        return self.mean - low

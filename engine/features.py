@@ -22,7 +22,8 @@ from torch.nn import functional as F
 from .ring import Ring, sort_over_time, sorted_median, temporal_median
 
 NOISE_SMOOTH = 7  # px, box over which the per-pixel noise level is averaged
-REFRESH_DIV = 16  # a window of n frames re-sorts for its median and bounds every n // 16 frames
+REFRESH_DIV = 8  # a window of n frames re-sorts for its median and bounds every n // 8 frames
+SORT_MAX = 32  # the bounds of a longer window come from this many of its frames, evenly strided
 LOW_CLIP = 4.0  # dark outliers kept down to median - 4 s (spots are bright)
 MAX_SETTLE_BLUR = 2.0  # px, the widest blur of a few-frame statistic
 
@@ -87,6 +88,16 @@ def clipped_mean(stack: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.
     return bounded_mean([stack], lo, hi, med), s
 
 
+def _for_bounds(stack: torch.Tensor) -> torch.Tensor:
+    """The frames of a window its bounds are taken from: all of them, or SORT_MAX evenly
+    strided ones ending with the newest."""
+    n = stack.shape[0]
+    if not SORT_MAX or n <= SORT_MAX:
+        return stack
+    k = -(-n // SORT_MAX)
+    return stack[(n - 1) % k :: k]
+
+
 class TemporalFeatures:
     """Writes one plane per window in ``windows`` for each pushed position, into ring
     channels ``first_channel, first_channel + 1, ...`` (normalised units)."""
@@ -110,11 +121,13 @@ class TemporalFeatures:
         """Compute the planes for the frame just pushed at ``pos`` (from the frames up to it).
 
         The clipped mean sorts a window (for its median and bounds) only every
-        ``n // REFRESH_DIV`` frames, n the frames it holds (every frame until it holds 32);
-        in between, the bounds of the last sort are kept, and the sum and count of the
-        values within them are carried from frame to frame: the frame that enters is
+        ``n // REFRESH_DIV`` frames, n the frames it holds (every frame until it holds 16),
+        and a window of more than ``SORT_MAX`` frames sorts ``SORT_MAX`` of them, evenly
+        strided; in between, the bounds of the last sort are kept, and the sum and count of
+        the values within them are carried from frame to frame: the frame that enters is
         added, the ones that leave are taken out. A 128-frame window's bounds are then at
-        most 7 frames old, against the 64 frames by which the window itself lags."""
+        most 15 frames old, against the 64 frames by which the window itself lags; the mean
+        itself is taken over every frame of the window."""
         seg = self.ring.segment_at(pos)
         for j, w in enumerate(self.windows):
             start = self.ring.window_start(pos, w)
@@ -124,7 +137,7 @@ class TemporalFeatures:
                 continue
             b = self._bounds[j]
             if b is None or b[1] != seg or pos - b[0] >= max(1, n // REFRESH_DIV) or pos < b[0]:
-                b = (pos, seg, *clip_bounds(torch.cat(self.ring.window_chunks(pos, w)), self.clip))
+                b = (pos, seg, *clip_bounds(_for_bounds(torch.cat(self.ring.window_chunks(pos, w))), self.clip))
                 self._bounds[j] = b
                 self._sums[j] = None
             _, _, med, lo, hi, _ = b
