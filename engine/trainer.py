@@ -19,6 +19,7 @@ from .cascade import Cascade
 from .config import TrainConfig
 
 log = logging.getLogger("lagsplit.trainer")
+SLACK_POLL_S = 0.005  # how often an idle training thread looks for slack
 
 _LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l1": F.l1_loss,
@@ -42,9 +43,10 @@ class OnlineTrainer:
     ``after_frame(slack)`` is called by the worker once a frame's components are out and
     returns the steps taken since the last call. 'fixed' takes its steps there and then
     (deterministic). 'slack' trains on a thread of its own once :meth:`start` has run: a
-    frame's output never waits for a training step, training uses the CPU the worker
-    leaves, at most ``max_steps_per_frame`` steps per frame; the worker waits only for
-    ``min_steps_per_frame`` steps per frame (0 for a live camera). Without :meth:`start`,
+    frame's output never waits for a training step; the thread takes the steps the frames
+    ask for (``min_steps_per_frame`` each, one until warm; the worker waits when it is more
+    than a frame behind) and more while no frame waits for the worker, at most
+    ``max_steps_per_frame`` since the last frame. Without :meth:`start`,
     'slack' trains in the worker while ``slack()`` says no frame is waiting.
     """
 
@@ -69,6 +71,7 @@ class OnlineTrainer:
         self._since_frame = 0  # steps since the last frame
         self._stalled_at = -1  # the frame count at which no training pair was found
         self._owed = 0  # steps the frames so far asked for (min_steps_per_frame each) not yet taken
+        self._slack: Callable[[], bool] = lambda: True  # no frame waiting for the worker (from after_frame)
         self._done: list[StepResult] = []
 
     # ---- the training thread ----------------------------------------------------------------
@@ -104,9 +107,12 @@ class OnlineTrainer:
         try:
             while True:
                 with self._cond:
-                    self._cond.wait_for(lambda: not self._running or (
-                        (self._since_frame < cfg.max_steps_per_frame or self._owed > 0)
-                        and self._stalled_at != self._frames))
+                    # a step the frames asked for, or one in the slack (no frame waiting for
+                    # the worker), at most max_steps_per_frame since the last frame; the
+                    # slack is looked at again every SLACK_POLL_S
+                    while self._running and not (self._stalled_at != self._frames and (
+                            self._owed > 0 or (self._since_frame < cfg.max_steps_per_frame and self._slack()))):
+                        self._cond.wait(SLACK_POLL_S)
                     if not self._running:
                         return
                     frames = self._frames
@@ -126,11 +132,12 @@ class OnlineTrainer:
                 self._running = False
                 self._cond.notify_all()
 
-    def _after_frame_threaded(self) -> list[StepResult]:
+    def _after_frame_threaded(self, slack: Callable[[], bool]) -> list[StepResult]:
         # until warm, a step per frame at least: warm-up ends after a bounded number of
         # frames however busy the machine is
         n_min = max(self.cfg.min_steps_per_frame, 0 if self.cascade.warm else 1)
         with self._cond:
+            self._slack = slack
             self._frames += 1
             self._since_frame = 0
             self._owed += n_min
@@ -150,7 +157,7 @@ class OnlineTrainer:
         if cfg.mode == "off":
             return []
         if self._thread is not None:
-            return self._after_frame_threaded()
+            return self._after_frame_threaded(slack)
         if cfg.mode == "fixed":
             n_min, n_max = cfg.steps_per_frame, cfg.steps_per_frame
         else:

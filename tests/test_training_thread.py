@@ -50,3 +50,13 @@ def test_warm_up_ends_within_a_bounded_number_of_frames_without_slack(noise_stac
     # trainer at most one frame behind
     first = max(small_model.lags) + train.warmup_steps + 1
     assert not warmup[first:].any()
+
+
+def test_the_training_thread_uses_the_slack_between_paced_frames(noise_stack, small_model):
+    train = _slack(min_steps_per_frame=0, max_steps_per_frame=3)
+    status, _ = run_engine(ArrayStream(noise_stack, fps=30), small_model, train)
+    assert status.processed == len(noise_stack)
+    # with time between frames, more than the one step per frame warm-up asks for, never
+    # more than max_steps_per_frame per frame
+    first = max(small_model.lags)
+    assert len(noise_stack) - first < status.train_steps <= 3 * (len(noise_stack) - first) + 3
