@@ -141,6 +141,7 @@ class Cascade:
         self.lock = threading.Lock()  # held while the ring changes; a training thread samples under it
         self.factor = 1  # binning of the frames into the working grid, set by the first frame
         self.fine: FineDetail | None = None  # full-resolution detail when frames are binned
+        self._pinned_in: torch.Tensor | None = None  # host staging buffer of a CUDA run
 
     # ---- geometry ---------------------------------------------------------------------------
     def input_positions(self, stage: int, targets: torch.Tensor) -> torch.Tensor:
@@ -241,6 +242,20 @@ class Cascade:
             self.fine.restart()
         self.changes.append(start)
         self.settle_until = start + max(self.lags) + self.cfg.settle
+
+    def upload(self, arr: np.ndarray) -> tuple[torch.Tensor, bool]:
+        """One frame onto the compute device as float32 ADU, and whether every pixel is
+        finite (checked on the host: integer camera frames always are). On CUDA the frame
+        goes through a pinned host buffer with a non-blocking copy, so the transfer does not
+        stall the host."""
+        valid = True if arr.dtype.kind in "iub" else bool(np.isfinite(arr).all())
+        if self.device.type != "cuda":
+            return torch.from_numpy(arr.astype(np.float32, copy=False)), valid
+        if self._pinned_in is None or tuple(self._pinned_in.shape) != arr.shape:
+            self._pinned_in = torch.empty(arr.shape, dtype=torch.float32, pin_memory=True)
+        # the previous frame's copy is done: to_adu read its results back to the host
+        np.copyto(self._pinned_in.numpy(), arr, casting="unsafe")
+        return self._pinned_in.to(self.device, non_blocking=True), valid
 
     def to_adu(self, out: StageOutput, raw: np.ndarray, components: bool) -> tuple:
         """Denormalise to the input's units: (slow, fast, components dict | None, residual | None).

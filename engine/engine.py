@@ -13,7 +13,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import torch
 
 from .cascade import Cascade
 from .config import RuntimeConfig
@@ -306,8 +305,7 @@ class Engine:
 
     def _decompose(self, frame: Frame, arr: np.ndarray) -> Decomposition:
         """Run the cascade on one frame; the result is in the input's units."""
-        x = torch.from_numpy(arr.astype(np.float32, copy=False)).to(self.cascade.device)
-        valid = bool(torch.isfinite(x).all())
+        x, valid = self.cascade.upload(arr)
         if not valid:
             with self._lock:
                 self._counters["nonfinite"] += 1

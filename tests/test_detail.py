@@ -139,3 +139,14 @@ def test_a_run_builds_the_shorter_lag_stages_only_for_components(tmp_path, compo
     finally:
         run.engine.stop()
         run.engine.run()
+
+
+def test_upload_checks_finiteness_on_the_host_and_converts_to_float32():
+    c = Cascade(ModelConfig(lags=(4,), base_channels=4, levels=1, windows=(8,)), history=8, warmup_steps=0)
+    raw = np.arange(12, dtype=np.uint16).reshape(3, 4) * 1000
+    x, valid = c.upload(raw)
+    assert valid and x.dtype == torch.float32 and np.array_equal(x.numpy(), raw.astype(np.float32))
+    bad = raw.astype(np.float32)
+    bad[1, 2] = np.nan
+    assert c.upload(bad)[1] is False
+    assert c.upload(np.where(np.isnan(bad), np.inf, bad))[1] is False
