@@ -153,6 +153,13 @@ class OutputConfig(Settings):
     overwrite: bool = False
     """Replace an existing file of the same name (--overwrite); false: an existing
     output is refused before the run starts."""
+    resume: bool = False
+    """Continue an existing file after its last frame (--resume), from its newest model
+    checkpoint; a file that does not exist yet is started. Refused when the file was
+    written with other shape, dtype, lags or network settings."""
+    checkpoint_every: int = Field(200, ge=0)
+    """Save the model beside the file (FILE.ckpt.pt, replaced atomically) every N frames
+    and at the end, for --resume; 0: at the end only."""
 
 
 class MonitorConfig(Settings):

@@ -55,8 +55,9 @@ class AdapterHooks(Protocol):
 
 
 # The run's counters, by name: what ``SinkHooks.update_counters`` receives and what the
-# HDF5 file's /counters holds (README, "The output file").
-COUNTER_NAMES = ("received", "processed", "rejected", "dropped", "gaps", "nonfinite", "train_skipped", "changes")
+# HDF5 file's /counters holds (README, "Counters" and "When things go wrong").
+COUNTER_NAMES = ("received", "processed", "rejected", "dropped", "not_processed", "gaps", "nonfinite", "blank",
+                 "saturated", "train_skipped", "changes", "sink_errors", "resumes")
 
 
 @dataclass(frozen=True)

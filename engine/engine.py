@@ -10,7 +10,8 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -27,7 +28,14 @@ _END = object()
 
 
 class Engine:
-    """Runs one stream through the cascade. Parts are injected; ``clock`` is monotonic seconds."""
+    """Runs one stream through the cascade. Parts are injected; ``clock`` is monotonic seconds.
+
+    ``checkpoint`` (engine/checkpoint.py: ``after_frame(processed, last_index)`` and
+    ``final(last_index)``) saves the model as the run goes and at its end.
+    ``resume_after``: the run continues a file that holds frames up to this number (-1: a
+    file without frames yet); frames numbered up to it are skipped as already done, and a
+    gap before the first new frame is recorded like any other.
+    """
 
     def __init__(
         self,
@@ -44,6 +52,8 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         preview_every_s: float = 0.25,
         preview_size: int = 48,
+        checkpoint=None,
+        resume_after: int | None = None,
     ) -> None:
         self.adapter = check_adapter(adapter)
         self.cascade = cascade
@@ -58,6 +68,8 @@ class Engine:
         self.clock = clock
         self.preview_every_s = preview_every_s
         self.preview_size = preview_size
+        self.checkpoint = checkpoint
+        self.resume_after = resume_after
 
         self._q: queue.Queue = queue.Queue(maxsize=self.rt.queue)
         self._stop = threading.Event()
@@ -68,12 +80,15 @@ class Engine:
         self._reason: FinishReason | None = None
         self._error: str | None = None
         self._series: tuple[tuple[int, ...], np.dtype] | None = None
-        self._last_index: int | None = None
+        self._last_index: int | None = None if resume_after is None or resume_after < 0 else resume_after
+        self._already_done = 0  # frames a resumed run skipped: the file holds them
+        self._sink_failed = False  # a sink raised: the run stops, no checkpoint is saved after it
         self._recent: deque[tuple[int, int]] = deque(maxlen=32)  # (ring position, frame number)
         self._t0 = 0.0
         self._last_preview_t = -1e9
         self._preview: Preview | None = None
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)  # the engine's own; see _run_counters
+        self._counters["resumes"] = int(resume_after is not None)
         self._source_ended = False  # the worker took every frame the source gave
         self._in_rate, self._out_rate, self._train_rate = RateMeter(), RateMeter(), RateMeter()
         self._latency = LatencyStats()
@@ -166,6 +181,12 @@ class Engine:
                 error=self._error,
                 preview=self._preview,
                 adapter_counters=self._adapter_counters(),
+                not_processed=counters["not_processed"],
+                blank=counters["blank"],
+                saturated=counters["saturated"],
+                sink_errors=counters["sink_errors"],
+                resumes=counters["resumes"],
+                already_done=self._already_done,
             )
 
     # ---- threads ------------------------------------------------------------------------------
@@ -227,16 +248,30 @@ class Engine:
     # ---- per frame ----------------------------------------------------------------------------
     def _process(self, frame: Frame) -> None:
         """One frame: accept, set up the series, record gaps, decompose, emit, account, train."""
+        if self.resume_after is not None and frame.index <= self.resume_after:
+            self._skip_done(frame)
+            return
         arr = np.asarray(frame.array)
         if not self._accept(frame, arr):
             return
         self._set_up_series(arr)
         self._record_gaps(until=frame.index)
         result = self._decompose(frame, arr)
-        for s in self.sinks:
-            s.append(result)
+        with self._writing():
+            for s in self.sinks:
+                s.append(result)
         self._account(result)
         self._train()
+
+    def _skip_done(self, frame: Frame) -> None:
+        """A resumed run's frame that the file already holds (or accounts for as a gap)."""
+        with self._lock:
+            self._already_done += 1
+            self._counters["received"] -= 1  # counted when the first run received it
+            first = self._already_done == 1
+        if first:
+            log.info("resuming after frame %d: frame %d and any up to it are in the file already, skipped",
+                     self.resume_after, frame.index)
 
     def _accept(self, frame: Frame, arr: np.ndarray) -> bool:
         """Reject a frame whose shape or dtype differs from the series (first frame sets it)."""
@@ -270,8 +305,9 @@ class Engine:
             config_json=self.config_json, components=self.components,
             extra={**self.info_extra, **(metadata() if metadata is not None else {})},
         )
-        for s in self.sinks:
-            s.setup(info)
+        with self._writing():
+            for s in self.sinks:
+                s.setup(info)
 
     def _record_gaps(self, until: int) -> None:
         """Record the acquisition frames after the last processed one and before ``until`` as
@@ -291,8 +327,9 @@ class Engine:
             self._counters["gaps"] += len(runs)
         for first, count, reason in runs:
             log.info("gap: %d frame(s) from %d %s", count, first, reason)
-            for s in self.sinks:
-                s.skip(first, count, reason)
+            with self._writing():
+                for s in self.sinks:
+                    s.skip(first, count, reason)
 
     def _collect_adapter_losses(self, after: int) -> None:
         """Merge the frame numbers the adapter rejected itself (its optional ``lost`` hook)."""
@@ -345,6 +382,8 @@ class Engine:
                 self._last_preview_t = now
         self._push_counters()
         self._warn_if_behind(now)
+        if self.checkpoint is not None and not self._sink_failed:
+            self.checkpoint.after_frame(self._counters["processed"], result.index)
 
     def _warn_if_behind(self, now: float) -> None:
         """Log a warning (at most every BEHIND_EVERY_S) while a live source (or one under the
@@ -373,8 +412,9 @@ class Engine:
         for s in self.sinks:
             fn = hook(s, "train_log")
             if fn is not None:
-                for st in steps:
-                    fn(st.step, st.losses)
+                with self._writing():
+                    for st in steps:
+                        fn(st.step, st.losses)
 
     def _make_preview(self, r: Decomposition) -> Preview:
         h, w = r.slow.shape
@@ -400,7 +440,8 @@ class Engine:
         """Every counter of COUNTER_NAMES for the run: the engine's own, with what the adapter
         received and rejected before a frame reached the engine."""
         own, adapter = self._counters, self._adapter_counters()
-        return dict(own, received=max(own["received"], adapter.get("received", 0)),
+        # frames a resumed run skips as already done were counted by the run that wrote them
+        return dict(own, received=max(own["received"], adapter.get("received", 0) - self._already_done),
                     rejected=own["rejected"] + adapter.get("rejected", 0), train_skipped=self.trainer.skipped)
 
     def _push_counters(self) -> None:
@@ -410,7 +451,22 @@ class Engine:
         for s in self.sinks:
             fn = hook(s, "update_counters")
             if fn is not None:
-                fn(counters)
+                with self._writing():
+                    fn(counters)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around every call into a sink: a sink that fails is counted (``sink_errors``) and
+        the run stops with the error; no checkpoint is saved after it (the file and the model
+        would no longer agree)."""
+        try:
+            yield
+        except Exception:
+            if not self._sink_failed:  # the first: later calls into a failed sink fail the same way
+                with self._lock:
+                    self._counters["sink_errors"] += 1
+            self._sink_failed = True
+            raise
 
     # ---- state --------------------------------------------------------------------------------
     def _set_state(self, state: RunState) -> None:
@@ -431,6 +487,8 @@ class Engine:
             self._log_steps(self.trainer.drain())
         except Exception as exc:  # noqa: BLE001
             log.error("stopping the trainer failed: %s", exc)
+        if self.checkpoint is not None and self._counters["processed"] and not self._sink_failed:
+            self.checkpoint.final(self._last_index)
         self._stop.set()
         self._stop_adapter()
         # unblock a source waiting on a full queue
@@ -463,7 +521,7 @@ class Engine:
         """Frames lost after the last processed one (dropped while the worker caught up, or
         rejected) are gaps like any other: every frame the source gave is in the file or in a gap."""
         last = self._last_index
-        if last is None:  # nothing processed: no sink was set up
+        if last is None or self._series is None:  # nothing processed: no sink was set up
             return
         self._collect_adapter_losses(after=last)
         with self._lock:

@@ -4,10 +4,14 @@ if the process is killed."""
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import os
 import shutil
+import socket
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -16,15 +20,136 @@ import numpy as np
 from .config import OutputConfig
 from .contracts import COUNTER_NAMES, RunInfo
 from .frame import Decomposition
+from .superblock import clear_write_flags, open_for_write
 
 log = logging.getLogger("lagsplit.hdf5")
 
-GAP_REASONS = ("dropped", "rejected", "missing")  # /gaps/reason holds the position in this tuple
+GAP_REASONS = ("dropped", "rejected", "missing", "not processed")  # /gaps/reason: the position in this tuple
+# /frames/flags: what was wrong with a frame that was still processed, one bit each
+FRAME_FLAGS = {"nonfinite": 1, "blank": 2, "saturated": 4}
+FRAME_COLUMNS = (("index", np.int64), ("timestamp", np.float64), ("model_version", np.int64), ("warmup", np.uint8),
+                 ("latency_ms", np.float32), ("flags", np.uint8))  # /frames/<name>, one value per row
+RESUME_COLUMNS = (("row", np.int64), ("after_index", np.int64), ("time", np.float64), ("model_version", np.int64))
 MIN_FREE_BYTES = 16 * 2**20
 
 
 class OutputError(RuntimeError):
     """The output file cannot be written (unwritable place, full disk, file in use)."""
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What an existing output holds, read without changing it (as a SWMR reader, so a file
+    whose writer was killed opens too)."""
+
+    path: Path
+    rows: int
+    """Rows that every per-frame dataset holds, in increasing frame number (what a resumed
+    run keeps; a row a killed writer left half-written is not counted)."""
+    last_index: int | None
+    """Frame number of the last of those rows."""
+    last_recorded: int | None
+    """The last frame number the file accounts for, in a row or in a gap."""
+    shape: tuple[int, int]
+    input_dtype: str
+    component_dtype: str
+    lags: tuple[int, ...]
+    config: dict
+    datasets: frozenset[str]
+    counters: dict[str, int]
+    run_id: str
+    resumes: int
+    open_for_write: bool
+    """The superblock says a writer has the file open: one is running, or one was killed."""
+    writer: tuple[str, int] | None
+    """(host, process id) of the last process that wrote the file."""
+
+
+@dataclass(frozen=True)
+class Resume:
+    """How a run continues an existing file: ``after`` is the last frame number it keeps
+    (gap records past it are dropped: the run processes or records those frames again);
+    ``model_version`` the training steps of the checkpoint the networks continue from
+    (-1: none)."""
+
+    state: FileState
+    after: int | None
+    model_version: int = -1
+
+
+def per_frame_datasets(f: h5py.File) -> list[str]:
+    """Every dataset with one row per processed frame: the images and /frames/*."""
+    names = [n for n in ("slow", "fast", "raw") if n in f]
+    if "components" in f:
+        names += [f"components/{n}" for n in f["components"]]
+    return names + [f"frames/{n}" for n in f["frames"]]
+
+
+def committed_rows(f: h5py.File) -> int:
+    """Rows every per-frame dataset holds, cut before the first frame number that does not
+    increase (a row whose extent reached the disk before its values did)."""
+    n = min(f[name].shape[0] for name in per_frame_datasets(f))
+    idx = f["frames/index"][:n]
+    bad = np.flatnonzero(np.diff(idx) <= 0)
+    return int(bad[0]) + 1 if bad.size else n
+
+
+def read_file_state(path: str | os.PathLike) -> FileState:
+    """The state of an existing lagsplit output. OSError when HDF5 cannot open it,
+    KeyError when it is not a lagsplit output."""
+    path = Path(path)
+    flagged = open_for_write(path)
+    with h5py.File(path, "r", swmr=True) as f:
+        rows = committed_rows(f)
+        last = int(f["frames/index"][rows - 1]) if rows else None
+        recorded = last
+        gaps = f["gaps"]
+        n = min(gaps[k].shape[0] for k in ("first_index", "count"))
+        if n:
+            ends = gaps["first_index"][:n] + gaps["count"][:n] - 1
+            recorded = int(max(ends.max(), -1 if last is None else last))
+        names: list[str] = []
+        f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        host, pid = f.attrs.get("writer_host"), f.attrs.get("writer_pid")
+        return FileState(
+            path=path, rows=rows, last_index=last, last_recorded=recorded,
+            shape=tuple(int(x) for x in f.attrs["shape"]), input_dtype=str(f.attrs["input_dtype"]),
+            component_dtype=str(f["slow"].dtype), lags=tuple(int(x) for x in f.attrs["lags"]),
+            config=json.loads(f.attrs.get("config", "{}")), datasets=frozenset(names), counters=read_counters(f),
+            run_id=str(f.attrs.get("run_id", "")), resumes=int(f["resumes/row"].shape[0]) if "resumes" in f else 0,
+            open_for_write=flagged, writer=None if host is None or pid is None else (str(host), int(pid)),
+        )
+
+
+def resume_mismatch(st: FileState, out: OutputConfig, *, lags: tuple[int, ...], components: bool,
+                    shape: tuple[int, ...] | None = None, dtype: str | None = None) -> str | None:
+    """Why a run with these settings cannot continue the file ``st`` describes, naming the
+    setting (shape and dtype where known already), or None when it can."""
+    if shape is not None and tuple(shape) != st.shape:
+        return (f"it holds frames of {st.shape[0]} x {st.shape[1]} px, this run's are "
+                f"{shape[0]} x {shape[1]} px (shape)")
+    if dtype is not None and np.dtype(dtype) != np.dtype(st.input_dtype):
+        return f"it holds frames of dtype {np.dtype(st.input_dtype)}, this run's are {np.dtype(dtype)} (dtype)"
+    if tuple(lags) != st.lags:
+        return f"it was written with model.lags = {list(st.lags)}, this run uses {list(lags)}"
+    for name, want in (("raw", out.raw), ("components", out.components and components)):
+        have = any(d == name or d.startswith(name + "/") for d in st.datasets)
+        if have != want:
+            return f"it was written with output.{name} = {str(have).lower()}, this run uses {str(want).lower()}"
+    if st.component_dtype != out.dtype:
+        return f"it was written with output.dtype = {st.component_dtype!r}, this run uses {out.dtype!r}"
+    return None
+
+
+def writer_alive(state: FileState) -> bool:
+    """True when the process that last wrote the file runs on this machine still."""
+    if state.writer is None or state.writer[0] != socket.gethostname():
+        return False
+    try:
+        cmdline = Path(f"/proc/{state.writer[1]}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return state.writer[1] != os.getpid() and b"lagsplit" in cmdline
 
 
 def _compression(name: str) -> dict:
@@ -42,10 +167,13 @@ def _compression(name: str) -> dict:
 class HDF5Sink:
     """Writes every decomposition it is given; nothing is dropped."""
 
-    def __init__(self, path: str | os.PathLike, cfg: OutputConfig | None = None, version: str = "") -> None:
+    def __init__(self, path: str | os.PathLike, cfg: OutputConfig | None = None, version: str = "", *,
+                 run_id: str | None = None, resume: Resume | None = None) -> None:
         self.path = Path(path)
         self.cfg = cfg or OutputConfig(path=str(path))
         self.version = version
+        self.resume = resume
+        self.run_id = resume.state.run_id if resume is not None else (run_id or uuid.uuid4().hex)
         self.file: h5py.File | None = None
         self.rows = 0
         self._train_rows = 0
@@ -53,6 +181,7 @@ class HDF5Sink:
         self._since_flush = 0
         self._last_flush = time.monotonic()
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
+        self._prior = dict.fromkeys(COUNTER_NAMES, 0)  # what the file counted before a resume
         self.preflight()
 
     def preflight(self) -> None:
@@ -64,7 +193,7 @@ class HDF5Sink:
             raise OutputError(f"cannot create output folder {parent}: {exc.strerror}") from exc
         if not os.access(parent, os.W_OK):
             raise OutputError(f"output folder {parent} is not writable")
-        if self.path.exists() and not self.cfg.overwrite:
+        if self.path.exists() and not self.cfg.overwrite and self.resume is None:
             raise OutputError(f"{self.path} exists and output.overwrite is false")
         if self.path.is_dir():
             raise OutputError(f"output path {self.path} is a folder, not a file")
@@ -74,6 +203,12 @@ class HDF5Sink:
 
     # ---- Sink ---------------------------------------------------------------------------------
     def setup(self, info: RunInfo) -> None:
+        if self.resume is not None:
+            self._reopen(info, self.resume)
+        else:
+            self._create(info)
+
+    def _create(self, info: RunInfo) -> None:
         h, w = info.shape
         comp_dtype = np.float16 if self.cfg.dtype == "float16" else np.float32
         kw = dict(chunks=(1, h, w), **_compression(self.cfg.compression))
@@ -92,8 +227,7 @@ class HDF5Sink:
                 g.create_dataset(f"lag_{lag}", (0, h, w), comp_dtype, maxshape=(None, h, w), **kw)
             g.create_dataset("residual", (0, h, w), comp_dtype, maxshape=(None, h, w), **kw)
         fr = f.create_group("frames")
-        for name, dt in (("index", np.int64), ("timestamp", np.float64), ("model_version", np.int64),
-                         ("warmup", np.uint8), ("latency_ms", np.float32)):
+        for name, dt in FRAME_COLUMNS:
             fr.create_dataset(name, (0,), dt, maxshape=(None,), chunks=(1024,))
         tr = f.create_group("train")
         tr.create_dataset("step", (0,), np.int64, maxshape=(None,), chunks=(1024,))
@@ -112,6 +246,8 @@ class HDF5Sink:
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "shape": np.asarray(info.shape, dtype=np.int64),
             "input_dtype": info.dtype,
+            "run_id": self.run_id,
+            **self._writer(),
         })
         for k, v in info.extra.items():  # e.g. pixel_size_um, frame_interval_s, channel_name from the source
             if v is None:
@@ -121,6 +257,68 @@ class HDF5Sink:
             else:
                 f.attrs[k] = v
         f.swmr_mode = True  # everything above exists before SWMR starts
+        f.flush()
+
+    @staticmethod
+    def _writer() -> dict:
+        return {"writer_host": socket.gethostname(), "writer_pid": os.getpid()}
+
+    def _reopen(self, info: RunInfo, resume: Resume) -> None:
+        """Continue the existing file: check that this run's frames fit it (else OutputError,
+        the file untouched), clear what a killed writer left, cut rows it left half-written
+        and gap records past ``resume.after``, record the resume, then append in SWMR mode."""
+        st = resume.state
+        why = resume_mismatch(st, self.cfg, lags=info.lags, components=info.components, shape=info.shape,
+                              dtype=info.dtype)
+        if why:
+            raise OutputError(f"cannot resume {self.path}: {why}; the file is left as it was")
+        if open_for_write(self.path):
+            clear_write_flags(self.path)
+            log.info("%s: cleared the open-for-write mark its last writer left", self.path)
+        try:
+            f = h5py.File(self.path, "r+", libver="latest")
+        except OSError as exc:
+            raise OutputError(f"cannot open {self.path} to resume it: {exc}") from exc
+        self.file = f
+        rows = committed_rows(f)
+        for name in per_frame_datasets(f):
+            if f[name].shape[0] != rows:
+                f[name].resize(rows, axis=0)
+        for name, dt in FRAME_COLUMNS:  # a column this version writes and the file lacks: zeros so far
+            if name not in f["frames"]:
+                f["frames"].create_dataset(name, (rows,), dt, maxshape=(None,), chunks=(1024,))
+        self.rows = rows
+        self._train_rows = min(f["train/step"].shape[0], f["train/loss"].shape[0])
+        for name in ("train/step", "train/loss"):
+            f[name].resize(self._train_rows, axis=0)
+        gaps = f["gaps"]
+        keep = min(gaps[name].shape[0] for name in ("first_index", "count", "reason"))
+        firsts = gaps["first_index"][:keep]
+        while keep and resume.after is not None and firsts[keep - 1] > resume.after:
+            keep -= 1
+        for name in ("first_index", "count", "reason"):
+            gaps[name].resize(keep, axis=0)
+        self._gap_rows = keep
+        gaps.attrs.create("reasons", list(GAP_REASONS), dtype=h5py.string_dtype())  # a superset, same order
+        prior = read_counters(f)
+        if list(prior) != list(COUNTER_NAMES):  # written by a version that counted other things
+            del f["counters"]
+            cnt = f.create_dataset("counters", (len(COUNTER_NAMES),), np.int64)
+            cnt.attrs.create("names", list(COUNTER_NAMES), dtype=h5py.string_dtype())
+        self._prior = {k: prior.get(k, 0) for k in COUNTER_NAMES}
+        self._prior["processed"] = rows  # the rows kept: a killed writer's counters lag its last rows
+        rs = f.require_group("resumes")
+        for name, dt in RESUME_COLUMNS:
+            if name not in rs:
+                rs.create_dataset(name, (0,), dt, maxshape=(None,), chunks=(64,))
+        n = rs["row"].shape[0]
+        for name, value in (("row", rows), ("after_index", -1 if resume.after is None else resume.after),
+                            ("time", time.time()), ("model_version", resume.model_version)):
+            rs[name].resize(n + 1, axis=0)
+            rs[name][n] = value
+        f.attrs.update(self._writer())
+        self._write_counters()
+        f.swmr_mode = True
         f.flush()
 
     def append(self, r: Decomposition) -> None:
@@ -136,8 +334,9 @@ class HDF5Sink:
             ds = f[name]
             ds.resize(n + 1, axis=0)
             ds[n] = arr
-        for name, value in (("index", r.index), ("timestamp", r.timestamp), ("model_version", r.model_version),
-                            ("warmup", int(r.warmup)), ("latency_ms", r.latency_ms)):
+        for name, value in (("timestamp", r.timestamp), ("model_version", r.model_version), ("warmup", int(r.warmup)),
+                            ("latency_ms", r.latency_ms), ("flags", getattr(r, "flags", 0)),
+                            ("index", r.index)):  # the index last: a row with its index is whole
             ds = f["frames"][name]
             ds.resize(n + 1, axis=0)
             ds[n] = value
@@ -184,8 +383,9 @@ class HDF5Sink:
         return self.file
 
     def _write_counters(self) -> None:
+        """The file's counters: this run's, added to what the file counted before a resume."""
         assert self.file is not None
-        self.file["counters"][:] = np.asarray([self._counters[k] for k in COUNTER_NAMES], dtype=np.int64)
+        self.file["counters"][:] = np.asarray([self._prior[k] + self._counters[k] for k in COUNTER_NAMES], dtype=np.int64)
 
     def _maybe_flush(self) -> None:
         now = time.monotonic()
@@ -197,6 +397,7 @@ class HDF5Sink:
 
 
 def read_counters(f: h5py.File) -> dict[str, int]:
-    """Counters a run recorded, by name (/counters, its names in the ``names`` attribute)."""
+    """Counters a run recorded, by name (/counters, its names in the ``names`` attribute);
+    a resumed file's add up every run that wrote it."""
     ds = f["counters"]
     return {str(name): int(v) for name, v in zip(ds.attrs["names"], ds[()], strict=True)}

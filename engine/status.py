@@ -68,6 +68,12 @@ class Status:
     error: str | None
     preview: Preview | None = None
     adapter_counters: dict[str, int] = field(default_factory=dict)  # the adapter's own (AdapterHooks.counters)
+    not_processed: int = 0  # received, then left in the queue when the run was stopped
+    blank: int = 0  # frames of one value throughout (an all-zero frame): written, flagged, not trained on
+    saturated: int = 0  # frames with half their pixels or more at the dtype's maximum: likewise
+    sink_errors: int = 0  # writes to the output that failed (the run stops at the first)
+    resumes: int = 0  # 1 when this run continues an existing file (--resume)
+    already_done: int = 0  # frames a resumed run skipped because the file holds them
 
 
 class RateMeter:

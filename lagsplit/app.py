@@ -6,17 +6,19 @@ import logging
 import os
 import signal
 import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 
 from lagsplit.adapters.sources import ReplaySource, WatchSource, build_adapter
-from lagsplit.adapters.stacks import split_h5_path
-from lagsplit.engine.cascade import Cascade, resolve_device
+from lagsplit.adapters.stacks import open_stack, split_h5_path
+from lagsplit.engine.cascade import NETWORK_SETTINGS, Cascade, resolve_device
+from lagsplit.engine.checkpoint import Checkpointer, UnusableCheckpoint, checkpoint_path, load_checkpoint
 from lagsplit.engine.contracts import Adapter, Sink
 from lagsplit.engine.engine import Engine
-from lagsplit.engine.hdf5_sink import HDF5Sink
+from lagsplit.engine.hdf5_sink import FileState, HDF5Sink, Resume, read_file_state, resume_mismatch, writer_alive
 from lagsplit.engine.monitor import Monitor
 from lagsplit.engine.status import Status
 from lagsplit.engine.threaded_sink import ThreadedSink
@@ -33,7 +35,12 @@ OUTPUT_SUFFIXES = (".h5", ".hdf5")
 
 class OutputRefused(ValueError):
     """An output that would damage data (the input itself, a file of another kind, a
-    file that exists without ``output.overwrite``); phrased for the user."""
+    file that exists without ``output.overwrite``, a resume that does not fit the file);
+    phrased for the user."""
+
+
+class NothingToResume(Exception):
+    """``--resume`` of a replay whose output already holds every frame asked for."""
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:
@@ -84,7 +91,9 @@ def check_output(cfg: Config) -> None:
                             f"source.glob {cfg.source.glob!r}: it would be read as a frame; write it elsewhere")
     if out.is_dir():
         raise OutputRefused(f"output path {out} is a folder, not a file")
-    if out.exists() and not cfg.output.overwrite:
+    if cfg.output.resume and cfg.output.overwrite:
+        raise OutputRefused(f"--resume continues {out} and --overwrite replaces it: give one of them")
+    if out.exists() and not cfg.output.overwrite and not cfg.output.resume:
         raise OutputRefused(f"{out} exists: give --overwrite to replace it (or set output.overwrite = true), "
                             f"--resume to continue it after its last frame (output.resume = true), "
                             f"or choose another --out")
@@ -110,6 +119,64 @@ def remove_empty_folders(folders: Sequence[Path]) -> None:
             return  # not empty (or already gone): its parents are not empty either
 
 
+@dataclass(frozen=True)
+class ResumePlan:
+    """How a run continues its output: the file's state, the frame number it continues
+    after (-1: the file holds none yet) and the config adjusted (a replay's start)."""
+
+    state: FileState
+    after: int
+    config: Config
+
+
+def plan_resume(cfg: Config) -> ResumePlan | None:
+    """For ``output.resume`` on an existing file: check, without changing it, that this run
+    can continue it (OutputRefused naming the setting that differs, or the process still
+    writing it), and move a replay's start past the frames it holds (NothingToResume when
+    none are left). None when there is nothing to resume (no resume asked, or no file yet)."""
+    if not (cfg.output.resume and cfg.output.path and Path(cfg.output.path).exists()):
+        return None
+    out = Path(cfg.output.path)
+    try:
+        state = read_file_state(out)
+    except (OSError, KeyError) as exc:
+        raise OutputRefused(f"cannot resume {out}: not a lagsplit output file HDF5 can open ({exc}); "
+                            f"the file is left as it was") from exc
+    if writer_alive(state):
+        raise OutputRefused(f"cannot resume {out}: process {state.writer[1]} is writing it now")
+    saved = state.config.get("model", {})
+    mine = cfg.model.model_dump(mode="json")
+    for key in NETWORK_SETTINGS:
+        if key in saved and key in mine and saved[key] != mine[key]:
+            raise OutputRefused(f"cannot resume {out}: it was written with model.{key} = {saved[key]!r}, this run "
+                                f"uses {mine[key]!r}; the file is left as it was")
+    shape = dtype = None
+    src = cfg.source
+    if isinstance(src, ReplaySource):
+        with open_stack(src.path, channel=src.channel, z=src.z, axes=src.axes) as stack:
+            shape, dtype, length = tuple(stack.shape[1:]), stack.dtype.str, len(stack)
+    why = resume_mismatch(state, cfg.output, lags=tuple(cfg.model.lags), components=cfg.output.components,
+                          shape=shape, dtype=dtype)
+    if why:
+        raise OutputRefused(f"cannot resume {out}: {why}; the file is left as it was")
+    if isinstance(src, ReplaySource):
+        # a replay plays again what the file does not hold: from the frame after its last row
+        # (frames recorded as gaps after it are played and recorded anew)
+        after = -1 if state.last_index is None else state.last_index
+        stop = length if src.stop is None else min(src.stop, length)
+        start = max(src.start, after + 1)
+        if start >= stop:
+            raise NothingToResume(f"{out} holds every frame of {src.path} up to {stop - 1}: nothing to resume")
+        cfg = cfg.model_copy(update={"source": src.model_copy(update={"start": start})})
+    else:
+        # a live source's frames up to the last one the file accounts for (a row or a gap) are done
+        after = -1 if state.last_recorded is None else state.last_recorded
+    previous = state.config.get("source", {}).get("path")
+    if isinstance(src, ReplaySource) and previous and previous != src.path:
+        log.warning("resuming %s, written from %s, with %s", out, previous, src.path)
+    return ResumePlan(state, after, cfg)
+
+
 @dataclass
 class Run:
     config: Config
@@ -119,6 +186,8 @@ class Run:
     engine: Engine
     created_folders: list[Path] = field(default_factory=list)
     """Output folders this run created (deepest first); removed again if left empty."""
+    resume: ResumePlan | None = None
+    """How the run continues its output (--resume), if it does."""
 
 
 def build_model(cfg: Config) -> tuple[Cascade, OnlineTrainer]:
@@ -133,25 +202,39 @@ def build_model(cfg: Config) -> tuple[Cascade, OnlineTrainer]:
 
 def build_run(cfg: Config, adapter: Adapter | None = None, extra_sinks: Sequence[Sink] = ()) -> Run:
     """Everything is opened and checked here, before any frame flows: a refused output
-    (check_output), a wrong weights file, a bad stack or an unwritable output fails now,
-    with nothing written and no output folder left behind."""
+    (check_output), a resume that does not fit its file (plan_resume), a wrong weights
+    file, a bad stack or an unwritable output fails now, with nothing written and no
+    output folder left behind."""
     check_output(cfg)
+    plan = plan_resume(cfg)
+    if plan is not None:
+        cfg = plan.config
     built = adapter is None
     created: list[Path] = []
     sinks: list = []
     try:
         cascade, trainer = build_model(cfg)
+        checkpoint = version = None
+        if cfg.output.path:
+            run_id = plan.state.run_id if plan is not None else uuid.uuid4().hex
+            ckpt = checkpoint_path(cfg.output.path)
+            if plan is not None:
+                version = _restore(ckpt, cascade, trainer, run_id, cfg.output.path)
+            checkpoint = Checkpointer(ckpt, cascade, trainer, cfg.output.checkpoint_every, run_id)
         adapter = adapter if adapter is not None else build_adapter(cfg.source)
         if cfg.output.path:
             created = _missing_folders(Path(cfg.output.path).parent)
-            sinks.append(ThreadedSink(HDF5Sink(cfg.output.path, cfg.output, version=__version__),
+            resume = None if plan is None else Resume(plan.state, plan.after, -1 if version is None else version)
+            sinks.append(ThreadedSink(HDF5Sink(cfg.output.path, cfg.output, version=__version__, run_id=run_id,
+                                               resume=resume),
                                       maxsize=cfg.engine.sink_queue, name="hdf5",
                                       max_bytes=cfg.engine.sink_queue_mib << 20))
         sinks.extend(extra_sinks)
         engine = Engine(
             adapter, cascade, trainer, sinks, runtime=cfg.engine, components=cfg.output.components,
             config_json=cfg.to_json(), info_extra={"lagsplit_kind": cfg.source.kind},
-            preview_size=max(48, cfg.monitor.preview_width * 2),
+            preview_size=max(48, cfg.monitor.preview_width * 2), checkpoint=checkpoint,
+            resume_after=None if plan is None else plan.after,
         )
     except BaseException:
         for s in sinks:
@@ -160,7 +243,26 @@ def build_run(cfg: Config, adapter: Adapter | None = None, extra_sinks: Sequence
             adapter.close()
         remove_empty_folders(created)
         raise
-    return Run(cfg, adapter, cascade, trainer, engine, created)
+    return Run(cfg, adapter, cascade, trainer, engine, created, plan)
+
+
+def _restore(ckpt: Path, cascade: Cascade, trainer: OnlineTrainer, run_id: str, out: str) -> int | None:
+    """Load the file's checkpoint into a resumed run; the model version it gave, or None
+    when there is none to use (the networks start as configured, and the log says so)."""
+    if not ckpt.exists():
+        log.warning("resuming %s without a checkpoint (none was saved before the run ended): the networks "
+                    "start afresh", out)
+        return None
+    try:
+        restored = load_checkpoint(ckpt, cascade, trainer, run_id=run_id)
+    except UnusableCheckpoint as exc:
+        log.warning("resuming %s: %s; the networks start afresh", out, exc)
+        return None
+    except ValueError as exc:
+        raise OutputRefused(f"cannot resume {out}: {exc}; the file is left as it was") from exc
+    log.info("resuming %s from its checkpoint at model version %d (frame %s)", out, restored.model_version,
+             restored.last_index)
+    return restored.model_version
 
 
 def execute(run: Run, console=None) -> Status:

@@ -62,10 +62,13 @@ def _run(cfg) -> None:
     from lagsplit.engine.hdf5_sink import OutputError
     from lagsplit.engine.status import RunState
 
-    from .app import build_run, execute
+    from .app import NothingToResume, build_run, execute
 
     try:
         run = build_run(cfg)
+    except NothingToResume as exc:
+        out.print(str(exc))
+        raise typer.Exit(0) from None
     except (StackError, OutputError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     console.print(f"[bold]lagsplit[/] {run.engine.source} -> {cfg.output.path or '(no file)'} on {run.cascade.device}")
@@ -434,3 +437,32 @@ def _accept_init(*names: str) -> None:
 
 _InitOpt = Annotated[Path | None, typer.Option("--init", help="Start from these weights (lagsplit pretrain): same as --set train.init=PATH.")]
 _accept_init("run", "replay", "demo", "watch", "attach")
+
+
+def _accept_resume(*names: str) -> None:
+    """Give the named commands ``--resume``: shorthand for ``--set output.resume=true`` (continue
+    the output after its last frame). Added by wrapping, like ``--init``."""
+    import functools
+    import inspect
+
+    for info in app.registered_commands:
+        fn = info.callback
+        if fn is None or fn.__name__ not in names or getattr(fn, "_accepts_resume", False):
+            continue
+        sig = inspect.signature(fn, eval_str=True)
+
+        @functools.wraps(fn)
+        def wrapper(*args, _fn=fn, resume: bool = False, **kwargs):
+            if resume:
+                kwargs["sets"] = ["output.resume=true", *(kwargs.get("sets") or [])]
+            return _fn(*args, **kwargs)
+
+        param = inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=_ResumeOpt)
+        wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), param])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {**fn.__annotations__, "resume": _ResumeOpt}
+        wrapper._accepts_resume = True  # type: ignore[attr-defined]
+        info.callback = wrapper
+
+
+_ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the output after its last frame, from its newest model checkpoint (output.resume); a missing output is started.")]
+_accept_resume("run", "replay", "watch", "attach")

@@ -1,6 +1,7 @@
 """``lagsplit inspect``: what a run wrote, read back from its HDF5 file."""
 from __future__ import annotations
 
+import datetime as _dt
 import json
 from pathlib import Path
 
@@ -9,11 +10,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from lagsplit.engine.hdf5_sink import GAP_REASONS, read_counters
+from lagsplit.engine.hdf5_sink import FRAME_FLAGS, GAP_REASONS, committed_rows, read_counters
+from lagsplit.engine.superblock import open_for_write
 
 
 def summarize(path: str | Path) -> dict:
     """The facts ``inspect`` prints, as a dict (also used by tests)."""
+    flagged = open_for_write(path)
     with h5py.File(path, "r", swmr=True) as f:
         idx = f["frames/index"][:]
         warm = f["frames/warmup"][:]
@@ -26,6 +29,15 @@ def summarize(path: str | Path) -> dict:
         loss = f["train/loss"][:]
         steps = f["train/step"][:]
         lags = [int(x) for x in f.attrs["lags"]]
+        flags = f["frames/flags"][:] if "frames/flags" in f else np.zeros(0, np.uint8)
+        resumes = []
+        if "resumes" in f:
+            rs = f["resumes"]
+            n = min(rs[k].shape[0] for k in rs)
+            resumes = [{"row": int(r), "after_index": int(a), "model_version": int(v),
+                        "time": _dt.datetime.fromtimestamp(float(t), _dt.UTC).isoformat(timespec="seconds")}
+                       for r, a, v, t in zip(rs["row"][:n], rs["after_index"][:n], rs["model_version"][:n],
+                                             rs["time"][:n])]
         last_loss = {}
         for j, lag in enumerate(lags):
             col = loss[:, j] if len(loss) else np.array([])
@@ -49,6 +61,10 @@ def summarize(path: str | Path) -> dict:
             "latency_ms_p50": float(np.percentile(lat, 50)) if len(lat) else None,
             "latency_ms_p99": float(np.percentile(lat, 99)) if len(lat) else None,
             "counters": read_counters(f),
+            "flagged": {name: int(np.count_nonzero(flags & bit)) for name, bit in FRAME_FLAGS.items()},
+            "resumes": resumes,
+            "open_for_write": flagged,
+            "whole_rows": committed_rows(f),
             "source": str(f.attrs.get("source", "")),
             "created": str(f.attrs.get("created", "")),
             "lagsplit_version": str(f.attrs.get("lagsplit_version", "")),
@@ -84,6 +100,14 @@ def print_summary(path: str | Path, console: Console | None = None, show_config:
     if s["latency_ms_p50"] is not None:
         t.add_row("latency", f"p50 {s['latency_ms_p50']:.1f} ms, p99 {s['latency_ms_p99']:.1f} ms")
     t.add_row("counters", "  ".join(f"{k} {v}" for k, v in s["counters"].items()))
+    flagged = [f"{v} {k}" for k, v in s["flagged"].items() if v]
+    t.add_row("flagged frames", ", ".join(flagged) if flagged else "none")
+    t.add_row("resumes", "none" if not s["resumes"] else "; ".join(
+        f"{r['time']} after frame {r['after_index']} (row {r['row']}, model version "
+        f"{'-' if r['model_version'] < 0 else r['model_version']})" for r in s["resumes"]))
+    if s["open_for_write"]:
+        t.add_row("state", f"open for write: a run is writing it, or its writer was killed ({s['whole_rows']} whole "
+                           f"rows); readers pass swmr=True, or run `lagsplit repair {s['path']}` once no run writes it")
     t.add_row("datasets", ", ".join(s["datasets"]))
     c.print(t)
     if show_config:

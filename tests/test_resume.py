@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import h5py
 import numpy as np
+import pytest
+import tifffile
+import torch
+from typer.testing import CliRunner
 
-from tests.support import FAST_CLI
+from lagsplit.adapters.synthetic import ArrayStream
+from lagsplit.cli import app
+from lagsplit.engine.checkpoint import checkpoint_path
+from lagsplit.engine.hdf5_sink import read_counters
+from tests.support import FAST_CLI, run_engine
 
 
 def lagsplit(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -37,3 +48,180 @@ def test_an_existing_output_is_refused_naming_overwrite_and_resume(tmp_path, noi
     assert f"{out} exists: give --overwrite to replace it" in text
     assert "--resume to continue it after its last frame" in text
     assert digest(out) == before
+
+
+# ---- resume ---------------------------------------------------------------------------------------
+
+def start(*args: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="250")
+    return subprocess.Popen([sys.executable, "-m", "lagsplit", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def rows_and_checkpoint(out: Path) -> int:
+    """Rows a SWMR reader sees while the run writes (0 until the file and a checkpoint exist)."""
+    if not checkpoint_path(out).exists():
+        return 0
+    try:
+        with h5py.File(out, "r", swmr=True) as f:
+            return f["frames/index"].shape[0]
+    except (OSError, KeyError):
+        return 0
+
+
+def test_a_killed_replay_resumes_after_its_last_frame_from_its_checkpoint(tmp_path, noise_stack):
+    movie = np.concatenate([noise_stack] * 4)  # 120 frames
+    src, out = tmp_path / "s.npy", tmp_path / "run.h5"
+    np.save(src, movie)
+    proc = start("replay", str(src), "--out", str(out), "--fps", "40", *FAST_CLI,
+                 "--set", "output.flush_every=5", "--set", "output.checkpoint_every=10")
+    try:
+        deadline = time.monotonic() + 60
+        while rows_and_checkpoint(out) < 40 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert rows_and_checkpoint(out) >= 40, proc.stderr.read() if proc.poll() is not None else "too slow"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    saved = torch.load(checkpoint_path(out), weights_only=True)
+    assert saved["version"] > 0 and saved["last_index"] >= 9
+    with h5py.File(out, "r", swmr=True) as f:
+        kept = f["frames/index"].shape[0]
+    assert kept < len(movie)
+
+    res = lagsplit("replay", str(src), "--out", str(out), "--resume", *FAST_CLI)
+    assert res.returncode == 0, res.stderr
+    with h5py.File(out, "r") as f:  # an ordinary reader: the resumed run closed the file cleanly
+        np.testing.assert_array_equal(f["frames/index"][:], np.arange(len(movie)))  # no duplicate, no hole
+        np.testing.assert_array_equal(f["raw"][:], movie)
+        assert len(f["slow"]) == len(f["frames/model_version"]) == len(movie)
+        versions = f["frames/model_version"][:]
+        resumes = {k: f["resumes"][k][:].tolist() for k in f["resumes"]}
+        counters = read_counters(f)
+        assert f["gaps/first_index"].shape == (0,)
+    # the resumed rows come from the checkpoint's networks, not from untrained ones
+    assert versions[kept] == saved["version"] and np.all(np.diff(versions[kept:]) >= 0)
+    assert resumes["row"] == [kept] and resumes["after_index"] == [kept - 1]
+    assert resumes["model_version"] == [saved["version"]]
+    assert counters["processed"] == len(movie) and counters["resumes"] == 1
+    shown = " ".join(lagsplit("inspect", str(out), "--no-config").stdout.split())
+    assert f"after frame {kept - 1} (row {kept}, model version {saved['version']})" in shown
+
+
+def test_a_watched_folder_resumes_dropping_the_frames_the_file_holds(tmp_path, noise_stack):
+    folder, out = tmp_path / "acq", tmp_path / "w.h5"
+    folder.mkdir()
+    for i in range(12):
+        tifffile.imwrite(folder / f"img_t{i:04}.tif", noise_stack[i])
+    (folder / "END").touch()
+    args = ["watch", str(folder), "--out", str(out), "--end-marker", "END", *FAST_CLI,
+            "--set", "source.settle_s=0.05", "--set", "source.reorder_s=0.2"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    for i in (12, 13, 15, 16):  # the acquisition went on; frame 14 never came
+        tifffile.imwrite(folder / f"img_t{i:04}.tif", noise_stack[i])
+    again = CliRunner().invoke(app, [*args, "--resume"])
+    assert again.exit_code == 0, again.output
+    with h5py.File(out, "r") as f:
+        np.testing.assert_array_equal(f["frames/index"][:], [*range(14), 15, 16])
+        np.testing.assert_array_equal(f["raw"][:], noise_stack[[*range(14), 15, 16]])
+        gaps = list(zip(f["gaps/first_index"][:].tolist(), f["gaps/count"][:].tolist()))
+        assert gaps == [(14, 1)]
+        assert f["resumes/after_index"][:].tolist() == [11]
+        counters = read_counters(f)
+    assert counters["processed"] == 16 and counters["received"] == 16  # the files taken again are not counted twice
+
+
+def _first_run(tmp_path: Path, noise_stack: np.ndarray) -> tuple[Path, Path]:
+    src, out = tmp_path / "s.npy", tmp_path / "o.h5"
+    np.save(src, noise_stack)
+    res = CliRunner().invoke(app, ["replay", str(src), "--out", str(out), *FAST_CLI, "--set", "source.stop=12"])
+    assert res.exit_code == 0, res.output
+    return src, out
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    (["--set", "model.lags=[8,4,2,1]"], "model.lags = [4, 2, 1], this run uses [8, 4, 2, 1]"),
+    (["--set", "model.base_channels=8"], "model.base_channels = 4, this run uses 8"),
+    (["--set", "output.components=true"], "output.components = false, this run uses true"),
+    (["--set", "output.dtype=float16"], "output.dtype = 'float32', this run uses 'float16'"),
+    (["SHAPE"], "it holds frames of 24 x 32 px, this run's are 24 x 30 px (shape)"),
+    (["DTYPE"], "it holds frames of dtype uint16, this run's are float32 (dtype)"),
+])
+def test_an_incompatible_resume_is_refused_naming_the_setting_and_leaves_the_file_untouched(tmp_path, noise_stack, change, named):
+    src, out = _first_run(tmp_path, noise_stack)
+    ckpt = checkpoint_path(out)
+    before = digest(out), digest(ckpt)
+    if change == ["SHAPE"]:
+        np.save(src, noise_stack[:, :, :30])
+        change = []
+    elif change == ["DTYPE"]:
+        np.save(src, noise_stack.astype(np.float32))
+        change = []
+    res = CliRunner().invoke(app, ["replay", str(src), "--out", str(out), "--resume", *FAST_CLI, *change])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2, text
+    assert f"cannot resume {out}: it " in text and named in text and "the file is left as it was" in text
+    assert (digest(out), digest(ckpt)) == before
+
+
+def test_a_live_source_of_another_shape_is_refused_when_its_first_frame_comes(tmp_path, noise_stack):
+    _, out = _first_run(tmp_path, noise_stack)
+    folder = tmp_path / "acq"
+    folder.mkdir()
+    for i in range(12, 16):
+        tifffile.imwrite(folder / f"img_t{i:04}.tif", noise_stack[i, :20])
+    (folder / "END").touch()
+    before = digest(out), digest(checkpoint_path(out))
+    res = CliRunner().invoke(app, ["watch", str(folder), "--out", str(out), "--end-marker", "END", "--resume", *FAST_CLI])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 1 and "this run's are 20 x 32 px (shape)" in text, text
+    assert (digest(out), digest(checkpoint_path(out))) == before
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path, noise_stack):
+    src, out = _first_run(tmp_path, noise_stack)
+    res = CliRunner().invoke(app, ["replay", str(src), "--out", str(out), "--resume", "--overwrite", *FAST_CLI])
+    assert res.exit_code == 2 and "give one of them" in res.output
+
+
+def test_a_replay_the_file_holds_whole_has_nothing_to_resume(tmp_path, noise_stack):
+    src, out = _first_run(tmp_path, noise_stack)
+    before = digest(out)
+    res = CliRunner().invoke(app, ["replay", str(src), "--out", str(out), "--resume", "--set", "source.stop=12", *FAST_CLI])
+    assert res.exit_code == 0 and "holds every frame" in res.output and "nothing to resume" in res.output
+    assert digest(out) == before
+
+
+def test_a_checkpoint_is_replaced_whole_or_not_at_all(tmp_path, noise_stack, small_model, fixed_train, monkeypatch):
+    """A crash while a checkpoint is written leaves the previous one loadable and no stray file."""
+    from lagsplit.engine import checkpoint as ck
+    from lagsplit.engine.cascade import Cascade
+    from lagsplit.engine.trainer import OnlineTrainer
+
+    out = tmp_path / "run.h5"
+    path = checkpoint_path(out)
+    run_engine(ArrayStream(noise_stack[:20]), small_model, fixed_train)
+    cascade = Cascade(small_model, fixed_train.history, fixed_train.warmup_steps)
+    trainer = OnlineTrainer(cascade, fixed_train)
+    trainer.version = 7
+    ck.save_checkpoint(path, cascade, trainer, run_id="r1", last_index=9)
+    good = digest(path)
+
+    def torn(obj, fh):
+        fh.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ck.torch, "save", torn)
+    trainer.version = 8
+    with pytest.raises(OSError, match="No space left"):
+        ck.save_checkpoint(path, cascade, trainer, run_id="r1", last_index=19)
+    monkeypatch.undo()
+    assert digest(path) == good and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    other = Cascade(small_model.model_copy(update={"seed": 9}), fixed_train.history, fixed_train.warmup_steps)
+    restored = ck.load_checkpoint(path, other, OnlineTrainer(other, fixed_train), run_id="r1")
+    assert (restored.model_version, restored.last_index) == (7, 9)
+    for a, b in zip(cascade.nets[0].parameters(), other.nets[0].parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(ck.UnusableCheckpoint, match="another run"):
+        ck.load_checkpoint(path, other, OnlineTrainer(other, fixed_train), run_id="r2")
