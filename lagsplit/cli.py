@@ -296,6 +296,25 @@ def inspect(
         _fail(f"{file} is not a lagsplit output file ({exc})")
 
 
+@app.command()
+def repair(file: Annotated[Path, typer.Argument(help="HDF5 file a killed run left.")]) -> None:
+    """Let every HDF5 reader open the file of a killed run: clear its open-for-write mark, cut half-written rows."""
+    from .repair import RepairRefused
+    from .repair import repair as repair_file
+
+    try:
+        done = repair_file(file)
+    except RepairRefused as exc:
+        _fail(str(exc))
+    frames = f"{done.rows} frames" + (f" (index {done.first_index} .. {done.last_index})" if done.rows else "")
+    if not done.changed:
+        out.print(f"{file} was closed cleanly: nothing to repair ({frames}); any HDF5 reader opens it", soft_wrap=True)
+        return
+    what = ["cleared the open-for-write mark its writer left"] if done.cleared else []
+    what += [f"cut {n} half-written row(s) of {name}" for name, n in done.cut.items()]
+    out.print(f"repaired {file}: {'; '.join(what)}; it keeps {frames} and any HDF5 reader opens it", soft_wrap=True)
+
+
 def _run_source(extra: list[str], out_path: Path | None, overwrite: bool, config: Path | None,
                 sets: list[str] | None, dry_run: bool) -> None:
     """The shared tail of replay / watch / attach: command settings < file < --set, then run."""

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
+from typer.testing import CliRunner
 
+from lagsplit.cli import app
 from tests.support import FAST_CLI
 
 PER_FRAME = ("slow", "fast", "raw", "frames/index", "frames/timestamp", "frames/model_version", "frames/warmup",
@@ -74,3 +77,42 @@ def test_a_killed_run_keeps_every_flushed_frame_with_one_row_count(tmp_path, noi
         np.testing.assert_array_equal(f["frames/index"][:], np.arange(n))
         np.testing.assert_array_equal(f["raw"][:], np.concatenate([noise_stack] * 20)[:n])
         assert np.isfinite(f["slow"][:]).all()
+
+
+def test_repair_lets_every_reader_open_the_file_of_a_killed_run(tmp_path, noise_stack):
+    src, out = long_stack(tmp_path, noise_stack), tmp_path / "killed.h5"
+    proc = start("replay", str(src), "--out", str(out), "--fps", "40", "--set", "output.flush_every=5")
+    try:
+        wait_for_rows(proc, out, 10)
+        live = CliRunner().invoke(app, ["repair", str(out)])
+        assert live.exit_code == 2, live.output
+        assert f"being written by process {proc.pid}" in live.output and "swmr=True" in live.output
+        assert "open for write" in " ".join(CliRunner().invoke(app, ["inspect", str(out), "--no-config"]).output.split())
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    with pytest.raises(OSError, match="already open for write"):
+        h5py.File(out, "r").close()  # what Fiji, HDFView and plain h5py meet
+    res = CliRunner().invoke(app, ["repair", str(out)])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert f"repaired {out}: cleared the open-for-write mark" in text and "any HDF5 reader opens it" in text
+    with h5py.File(out, "r") as f:  # an ordinary reader
+        lengths = per_frame_lengths(f)
+        n = lengths["frames/index"]
+        assert set(lengths.values()) == {n} and n >= 10
+        np.testing.assert_array_equal(f["frames/index"][:], np.arange(n))
+    again = CliRunner().invoke(app, ["repair", str(out)])
+    assert again.exit_code == 0 and "closed cleanly: nothing to repair" in " ".join(again.output.split())
+
+
+def test_repair_refuses_a_file_lagsplit_did_not_write(tmp_path):
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["a"] = 1
+    text = tmp_path / "notes.h5"
+    text.write_text("not HDF5")
+    for path, says in ((other, "not a lagsplit output file"), (text, "not an HDF5 file"),
+                       (tmp_path / "none.h5", "does not exist")):
+        res = CliRunner().invoke(app, ["repair", str(path)])
+        assert res.exit_code == 2 and says in res.output, res.output
