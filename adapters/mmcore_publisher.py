@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         core = CMMCorePlus()
         core.loadSystemConfiguration(args.config)
     else:
-        from .synthetic import make_scene
+        from .scenes import make_scene
 
         movie = make_scene("filaments", frames=min(args.frames, 200), size=args.size).movie
         core = simulated_core(movie)

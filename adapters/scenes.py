@@ -1,19 +1,17 @@
-"""The benchmark scenes: generated movies with known noise-free slow and fast parts.
+"""Generated movies with known noise-free slow and fast parts: the scenes of the
+benchmark, the demo and ``source.kind = "synthetic"``, all in one registry (:data:`SCENES`).
 
 Each factory takes ``frames``, ``size`` and ``seed`` (and scene-specific knobs) and
-returns a :class:`~adapters.synthetic.Scene` in photon counts (plus a camera offset
-where the scene has one). ``slow`` is everything that persists (background,
-structures, illumination changes), ``fast`` the noise-free spots, ``spots`` their
-true (y, x) positions per frame. Importing this module registers every factory in
-``adapters.synthetic.SCENES``, so the demo and ``source.kind = "synthetic"`` configs
-can play any of them.
+returns a :class:`Scene` in photon counts (plus a camera offset where the scene has
+one). ``slow`` is everything that persists (background, structures, illumination
+changes), ``fast`` the noise-free spots, ``spots`` their true (y, x) positions per frame.
 
 The default knobs (spot and filament counts) are made for 128x128 px frames;
 :func:`scene_knobs` gives the counts that keep another frame size as crowded.
 
 | name | what it tests |
 | --- | --- |
-| filaments | static filaments, spots moving along them at 0.5-2 px/frame |
+| filaments | static filaments, spots moving along them at 0.5-2 px/frame (the demo's scene) |
 | brownian | Brownian spots on a structured (cell-like) background |
 | bleaching | strong photobleaching: the background halves over the movie |
 | drift | a background that drifts and deforms slowly, spots crossing it fast |
@@ -26,22 +24,78 @@ The default knobs (spot and filament counts) are made for 128x128 px frames;
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .synthetic import SCENES, Scene, blur, filaments_scene, random_curve, render_spots, smooth_background, splat
+SPOT_SIGMA = 1.2  # px, the spot size every scene renders
+# Each benchmark scene but filaments seeds its generator with (seed, its own number), so
+# scenes differ from each other for the same seed and stay reproducible.
 
-SPOT_SIGMA = 1.2  # px, the spot size every scene renders (render_spots' default)
-# Each scene seeds its generator with (seed, its own number), so scenes differ from each other
-# for the same seed and stay reproducible.
+
+@dataclass
+class Scene:
+    """A movie (T, H, W) with its noise-free slow and fast parts and the true spot positions
+    (one (N_t, 2) array of (y, x) per frame)."""
+
+    name: str
+    movie: np.ndarray
+    slow: np.ndarray
+    fast: np.ndarray
+    spots: list[np.ndarray]
+    notes: str = ""
+    meta: dict = field(default_factory=dict)
 
 
 # ---- building blocks -------------------------------------------------------------------------
-def render_blobs(centres: np.ndarray, sigmas: np.ndarray, amps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Sum of Gaussian blobs of peak ``amps`` (photons) and width ``sigmas`` (px) at (y, x) ``centres``."""
+def blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur (reflecting edges), sigma in pixels, in float64: the scenes'
+    renderer (the engine's blur is torch's, in the frames' float32)."""
+    r = max(1, int(np.ceil(3 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k = k / k.sum()
+    p = np.pad(img, r, mode="reflect")
+    p = np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), 0, p)
+    return np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), 1, p)
+
+
+def random_curve(rng: np.random.Generator, size: int, n: int = 400) -> np.ndarray:
+    """A smooth random curve across the field: (n, 2) points (y, x), roughly 1 px apart or finer."""
+    p0 = rng.uniform(0.1, 0.9, 2) * size
+    angle = rng.uniform(0, 2 * np.pi)
+    length = rng.uniform(0.6, 1.2) * size
+    t = np.linspace(0, 1, n)
+    bend = rng.normal(0, 1.2, 3)
+    theta = angle + bend[0] * np.sin(np.pi * t) + bend[1] * np.sin(2 * np.pi * t) * 0.5 + bend[2] * t
+    step = length / (n - 1)
+    dy, dx = np.sin(theta) * step, np.cos(theta) * step
+    pts = np.stack([p0[0] + np.cumsum(dy), p0[1] + np.cumsum(dx)], axis=1)
+    return pts - pts.mean(0) + p0
+
+
+def splat(points: np.ndarray, weights: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear splat of weighted sub-pixel points into an image."""
     img = np.zeros(shape, np.float64)
-    for (py, px), s, a in zip(centres, sigmas, amps):
-        r = int(np.ceil(3 * s))
+    y, x = points[:, 0], points[:, 1]
+    y0, x0 = np.floor(y).astype(int), np.floor(x).astype(int)
+    fy, fx = y - y0, x - x0
+    for dy, dx, w in ((0, 0, (1 - fy) * (1 - fx)), (1, 0, fy * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 1, fy * fx)):
+        yy, xx = y0 + dy, x0 + dx
+        ok = (yy >= 0) & (yy < shape[0]) & (xx >= 0) & (xx < shape[1])
+        np.add.at(img, (yy[ok], xx[ok]), (weights * w)[ok])
+    return img
+
+
+def render_spots(pos: np.ndarray, amp: np.ndarray | float, shape: tuple[int, int],
+                 sigma: np.ndarray | float = SPOT_SIGMA, reach: float = 3.5) -> np.ndarray:
+    """Gaussian spots of peak ``amp`` (photons) and width ``sigma`` (px; one for all or one
+    per spot) at (y, x) positions, each drawn out to ``reach`` sigma from its centre."""
+    img = np.zeros(shape, np.float64)
+    amp = np.broadcast_to(np.asarray(amp, np.float64), (len(pos),))
+    sigma = np.broadcast_to(np.asarray(sigma, np.float64), (len(pos),))
+    for (py, px), a, s in zip(pos, amp, sigma):
+        r = int(np.ceil(reach * s))
         cy, cx = int(round(py)), int(round(px))
         y0, y1 = max(0, cy - r), min(shape[0], cy + r + 1)
         x0, x1 = max(0, cx - r), min(shape[1], cx + r + 1)
@@ -50,6 +104,13 @@ def render_blobs(centres: np.ndarray, sigmas: np.ndarray, amps: np.ndarray, shap
         yy, xx = np.mgrid[y0:y1, x0:x1]
         img[y0:y1, x0:x1] += a * np.exp(-((yy - py) ** 2 + (xx - px) ** 2) / (2 * s * s))
     return img
+
+
+def smooth_background(rng: np.random.Generator, size: int, level: float) -> np.ndarray:
+    """A smooth, uneven illumination background around ``level`` photons."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    a, b = rng.uniform(-0.3, 0.3, 2)
+    return level * (1 + a * (yy - 0.5) + b * (xx - 0.5) + 0.15 * np.sin(3 * yy + 2 * xx + rng.uniform(0, 6)))
 
 
 class CellField:
@@ -81,7 +142,7 @@ class CellField:
         centres, pts = self.centres, self.fil_pts
         if warp is not None:
             centres, pts = warp(centres), warp(pts)
-        img = self.illum + render_blobs(centres, self.sigmas, self.amps, shape)
+        img = self.illum + render_spots(centres, self.amps, shape, self.sigmas, reach=3)
         if len(pts):
             fil = blur(splat(pts, self.fil_w, shape), 1.0)
             img = img + fil * (self.fil_peak / max(self._fil_norm(), 1e-9))
@@ -160,6 +221,46 @@ def _spots_movie(walkers: Walkers, frames: int, size: int, amp: np.ndarray) -> t
 
 
 # ---- the scenes ------------------------------------------------------------------------------
+def filaments_scene(
+    frames: int = 300, size: int = 128, seed: int = 0, n_filaments: int = 6, n_spots: int = 24,
+    background: float = 20.0, filament_peak: float = 40.0, spot_peak: float = 60.0,
+    speed: tuple[float, float] = (0.5, 2.0),
+) -> Scene:
+    """Static filaments, spots moving along them at ``speed`` px/frame, Poisson shot noise."""
+    rng = np.random.default_rng(seed)
+    shape = (size, size)
+    curves = [random_curve(rng, size) for _ in range(n_filaments)]
+    pts = np.concatenate(curves)
+    step = np.linalg.norm(np.diff(curves[0], axis=0), axis=1).mean()
+    fil = blur(splat(pts, np.full(len(pts), step), shape), 1.0)
+    fil *= filament_peak / max(fil.max(), 1e-9)
+    slow = (smooth_background(rng, size, background) + fil).astype(np.float32)
+
+    which = rng.integers(0, n_filaments, n_spots)
+    arclen = [np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(c, axis=0), axis=1))]) for c in curves]
+    s = np.array([rng.uniform(0, arclen[w][-1]) for w in which])
+    v = rng.uniform(*speed, n_spots) * rng.choice([-1, 1], n_spots)
+    amp = spot_peak * rng.uniform(0.7, 1.3, n_spots)
+    fast = np.empty((frames, size, size), np.float32)
+    spots = []
+    for t in range(frames):
+        pos = np.empty((n_spots, 2))
+        for i, w in enumerate(which):
+            L = arclen[w][-1]
+            if s[i] + v[i] < 0 or s[i] + v[i] > L:
+                v[i] = -v[i]
+            s[i] += v[i]
+            pos[i, 0] = np.interp(s[i], arclen[w], curves[w][:, 0])
+            pos[i, 1] = np.interp(s[i], arclen[w], curves[w][:, 1])
+        inside = (pos[:, 0] >= 0) & (pos[:, 0] < size) & (pos[:, 1] >= 0) & (pos[:, 1] < size)
+        fast[t] = render_spots(pos[inside], amp[inside], shape)
+        spots.append(pos[inside])
+    truth = slow[None] + fast
+    movie = rng.poisson(truth).astype(np.uint16)
+    return Scene("filaments", movie, np.broadcast_to(slow, truth.shape).copy(), fast, spots,
+                 notes="static filaments, spots moving along them at 0.5-2 px/frame, shot noise")
+
+
 def brownian_scene(frames: int = 300, size: int = 128, seed: int = 0, n_spots: int = 30,
                    step: tuple[float, float] = (0.5, 1.5), level: float = 20.0, spot_peak: float = 50.0,
                    n_filaments: int = 3) -> Scene:
@@ -291,7 +392,7 @@ def jump_scene(frames: int = 300, size: int = 128, seed: int = 0, at: float = 2 
                          f"stage jump of {jump} px at frame {int(round(at * frames))}")
 
 
-BENCH_SCENES = {
+SCENES: dict[str, Callable[..., Scene]] = {
     "filaments": filaments_scene,
     "brownian": brownian_scene,
     "bleaching": bleaching_scene,
@@ -302,10 +403,20 @@ BENCH_SCENES = {
     "step": step_scene,
     "jump": jump_scene,
 }
-"""Every benchmark scene in the order of the table (filaments is the original demo scene)."""
+"""Every scene by name, in the order of the table above: the benchmark's, the demo's and
+``source.kind = "synthetic"``'s."""
 
-for _name, _factory in BENCH_SCENES.items():
-    SCENES.setdefault(_name, _factory)
+
+def make_scene(name: str, **kwargs) -> Scene:
+    """Scene ``name`` of :data:`SCENES`, built with the factory's knobs ``kwargs``."""
+    return _factory(name)(**kwargs)
+
+
+def _factory(name: str) -> Callable[..., Scene]:
+    try:
+        return SCENES[name]
+    except KeyError:
+        raise ValueError(f"unknown scene {name!r}; known: {', '.join(SCENES)}") from None
 
 
 REFERENCE_SIZE = 128
@@ -324,10 +435,7 @@ def scene_knobs(name: str, size: int) -> dict[str, int]:
     (size / 128)^2, filament counts times size / 128 (at least 1 each). Empty at 128 (the
     defaults). The dense scene's spots and every scene's cell-like blobs follow the area
     already, and sizes in px (spot width, blob width, speeds, drift) stay as they are."""
-    try:
-        factory = BENCH_SCENES[name]
-    except KeyError:
-        raise ValueError(f"unknown scene {name!r}; known: {', '.join(BENCH_SCENES)}") from None
+    factory = _factory(name)
     if size == REFERENCE_SIZE:
         return {}
     ratio = size / REFERENCE_SIZE

@@ -17,7 +17,7 @@ from lagsplit.engine.contracts import Adapter
 class SyntheticSource(Settings):
     kind: Literal["synthetic"] = "synthetic"
     scene: str = "filaments"
-    """Generated scene (with ground truth); see adapters.synthetic.SCENES."""
+    """Generated scene (with ground truth); see adapters.scenes.SCENES."""
     frames: int = Field(300, ge=1)
     """Frames to generate."""
     size: int = Field(128, ge=16, le=4096)

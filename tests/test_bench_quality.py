@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from lagsplit.adapters.synthetic import make_scene, render_spots
+from lagsplit.adapters.scenes import make_scene, render_spots
 from lagsplit.bench.baselines import MOG2, ExponentialAverage, IncrementalPCABackground, RobustPCA, RunningMedian
 from lagsplit.bench.levers import DEFAULT, Lever, LeverScore, LeversRun, load_levers
 from lagsplit.bench.quality import (
@@ -270,14 +270,14 @@ def test_bench_overrides_go_through_the_config_parser_and_are_checked_before_any
 
 
 def test_shipped_levers_parse_and_every_lever_is_a_setting_that_exists():
-    from lagsplit.adapters.scenes import BENCH_SCENES
+    from lagsplit.adapters.scenes import SCENES
 
     levers = load_levers(ROOT / "configs" / "levers.toml")
     assert len(levers) >= 5 and len({lv.name for lv in levers}) == len(levers)
     for lever in levers:
         cfg = load_config(overrides=list(lever.sets), env={})  # every override is a valid setting
         assert cfg != load_config(env={}), f"lever {lever.name!r} changes nothing"
-        assert lever.description and set(lever.scenes) <= set(BENCH_SCENES)
+        assert lever.description and set(lever.scenes) <= set(SCENES)
 
 
 @pytest.mark.parametrize(("body", "message"), [

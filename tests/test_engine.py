@@ -15,7 +15,8 @@ import h5py
 import numpy as np
 import pytest
 
-from lagsplit.adapters.synthetic import ArrayStream, make_scene
+from lagsplit.adapters.scenes import make_scene
+from lagsplit.adapters.synthetic import ArrayStream
 from lagsplit.engine.config import ModelConfig, RuntimeConfig, TrainConfig
 from lagsplit.engine.frame import Frame
 from lagsplit.engine.hdf5_sink import read_counters

@@ -7,13 +7,14 @@ import inspect
 import numpy as np
 import pytest
 
-from lagsplit.adapters.scenes import BENCH_SCENES, REFERENCE_SIZE, scene_knobs
-from lagsplit.adapters.synthetic import SCENES, SyntheticAdapter, make_scene
+from lagsplit.adapters import scenes
+from lagsplit.adapters.scenes import REFERENCE_SIZE, SCENES, make_scene, scene_knobs
+from lagsplit.adapters.synthetic import SyntheticAdapter
 
 SMALL = dict(frames=24, size=32)
 
 
-@pytest.mark.parametrize("name", list(BENCH_SCENES))
+@pytest.mark.parametrize("name", list(SCENES))
 def test_scene_is_reproducible_and_its_truth_adds_up(name):
     a = make_scene(name, seed=3, **SMALL)
     b = make_scene(name, seed=3, **SMALL)
@@ -80,13 +81,19 @@ def test_lowlight_has_a_few_photons_over_the_camera_offset():
     assert s.movie.dtype == np.uint16
 
 
-def test_every_scene_is_registered_for_the_synthetic_adapter():
-    make_scene("filaments", **SMALL)  # loads the registry
-    assert set(BENCH_SCENES) <= set(SCENES)
-    ad = SyntheticAdapter("jump", frames=12, size=16, seed=0)
-    frames = list(ad)
-    assert len(frames) == 12 and frames[0].array.shape == (16, 16)
-    with pytest.raises(ValueError, match="known:"):
+def test_the_registry_lists_every_scene_and_builds_each_by_name():
+    """One registry: every factory of adapters.scenes, in the order of its docstring's table,
+    each built by make_scene and played by the synthetic adapter under its name."""
+    factories = {n for n, f in vars(scenes).items() if n.endswith("_scene") and inspect.isfunction(f)}
+    assert {f.__name__ for f in SCENES.values()} == factories - {"make_scene", "_change_scene"}
+    table = [line.split("|")[1].strip() for line in scenes.__doc__.splitlines() if line.startswith("| ")][2:]
+    assert list(SCENES) == table
+    for name in SCENES:
+        s = make_scene(name, frames=3, size=16, seed=0)
+        assert s.name == name and s.movie.shape == (3, 16, 16)
+        frames = list(SyntheticAdapter(name, frames=3, size=16, seed=0))
+        assert [f.array.tolist() for f in frames] == s.movie.tolist()
+    with pytest.raises(ValueError, match="unknown scene 'nope'; known: filaments, brownian"):
         make_scene("nope")
 
 
@@ -99,14 +106,14 @@ def _ridge_fraction(scene) -> float:
 
 
 def test_scene_knobs_keep_the_128_px_crowding_at_other_sizes():
-    for name in BENCH_SCENES:
+    for name in SCENES:
         assert scene_knobs(name, REFERENCE_SIZE) == {}  # the defaults: 128 px scenes stay as they are
         knobs = scene_knobs(name, 256)
         s = make_scene(name, frames=2, size=64, seed=0, **scene_knobs(name, 64))  # every knob is a real one
         assert s.movie.shape == (2, 64, 64)
         if name != "dense":  # dense counts its spots from the area already
-            assert knobs["n_spots"] == 4 * inspect.signature(BENCH_SCENES[name]).parameters["n_spots"].default
-        assert knobs["n_filaments"] == 2 * inspect.signature(BENCH_SCENES[name]).parameters["n_filaments"].default
+            assert knobs["n_spots"] == 4 * inspect.signature(SCENES[name]).parameters["n_spots"].default
+        assert knobs["n_filaments"] == 2 * inspect.signature(SCENES[name]).parameters["n_filaments"].default
     assert scene_knobs("brownian", 40) == {"n_spots": 3, "n_filaments": 1}  # never below one
     big = make_scene("brownian", frames=3, size=256, seed=1, **scene_knobs("brownian", 256))
     assert [len(p) for p in big.spots] == [120] * 3

@@ -32,11 +32,11 @@ def bench_quality_command(*, quick: bool, out_dir: Path, scenes: list[str] | Non
                           sets: list[str], console: Console, out: Console, levers: Path | None = None) -> Path:
     """``levers``: the levers file to run instead of the quality table (None: the table).
     Settings, scenes and levers are all checked before anything runs."""
-    from lagsplit.adapters.scenes import BENCH_SCENES
+    from lagsplit.adapters.scenes import SCENES
 
-    unknown = [s for s in scenes or [] if s not in BENCH_SCENES]
+    unknown = [s for s in scenes or [] if s not in SCENES]
     if unknown:
-        raise ValueError(f"unknown scene(s) {', '.join(unknown)}; known: {', '.join(BENCH_SCENES)}")
+        raise ValueError(f"unknown scene(s) {', '.join(unknown)}; known: {', '.join(SCENES)}")
     if size < MIN_SIZE:
         raise ValueError(f"--size {size}: the scenes need frames of at least {MIN_SIZE} px a side")
     overrides = parse_overrides(sets)

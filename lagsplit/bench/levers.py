@@ -21,8 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lagsplit.adapters.scenes import BENCH_SCENES
-from lagsplit.adapters.synthetic import make_scene
+from lagsplit.adapters.scenes import SCENES, make_scene
 
 from ..config import ConfigError, merge_settings, parse_overrides
 from ..metrics import nrmse
@@ -93,9 +92,9 @@ def load_levers(path: str | Path = LEVERS_FILE) -> list[Lever]:
             scenes = default_scenes
         else:
             raise ConfigError(f"{where}: no scenes (give the lever scenes = [...] or the file a top-level scenes)")
-        bad = [s for s in scenes if s not in BENCH_SCENES]
+        bad = [s for s in scenes if s not in SCENES]
         if bad:
-            raise ConfigError(f"{where}: unknown scene(s) {', '.join(bad)}; known: {', '.join(BENCH_SCENES)}")
+            raise ConfigError(f"{where}: unknown scene(s) {', '.join(bad)}; known: {', '.join(SCENES)}")
         lever = Lever(entry["name"], " ".join(entry["description"].split()), sets, scenes)
         try:
             bench_config(lagsplit_overrides(300, 1, lever.overrides))
@@ -143,7 +142,7 @@ def run_levers(levers: Sequence[Lever], scenes: Sequence[str] | None = None, fra
     base = overrides or {}
     chosen = [lv for lv in levers if scenes is None or set(lv.scenes) & set(scenes)]
     skipped = [lv.name for lv in levers if lv not in chosen]
-    names = [s for s in BENCH_SCENES if any(s in lv.scenes for lv in chosen) and (scenes is None or s in scenes)]
+    names = [s for s in SCENES if any(s in lv.scenes for lv in chosen) and (scenes is None or s in scenes)]
     first = frames // 3
     t0 = time.perf_counter()
     scores: dict[str, dict[str, LeverScore]] = {DEFAULT: {}}

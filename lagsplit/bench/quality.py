@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lagsplit.adapters.scenes import BENCH_SCENES, REFERENCE_SIZE, SPOT_SIGMA, scene_knobs
-from lagsplit.adapters.synthetic import Scene, make_scene
+from lagsplit.adapters.scenes import REFERENCE_SIZE, SCENES, SPOT_SIGMA, Scene, make_scene, scene_knobs
 from lagsplit.engine.detail import bin_factor
 
 from ..config import merge_settings
@@ -278,7 +277,7 @@ def run_quality(scenes: Sequence[str] | None = None, frames: int = 300, size: in
     if quick:
         scenes = scenes or ["filaments"]
         frames, size = min(frames, 60), min(size, 48)
-    names = list(scenes or (SIZED_SCENES if scaled else BENCH_SCENES))
+    names = list(scenes or (SIZED_SCENES if scaled else SCENES))
     t0 = time.perf_counter()
     results = []
     # The baselines run in a second process while lagsplit trains in this one (both
