@@ -28,6 +28,7 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the out
 ChannelOpt = Annotated[int | None, typer.Option("--channel", min=0, help="Channel to play of a stack with channels (0-based).")]
 ZOpt = Annotated[int | None, typer.Option("--z", min=0, help="Z-plane to play of a stack with z-planes (0-based).")]
 AxesOpt = Annotated[str | None, typer.Option("--axes", help="The stack's axes when its metadata is wrong or missing, e.g. TYX or TCYX.")]
+ViewOpt = Annotated[bool, typer.Option("--view", help="Open a napari viewer that follows the output file while the run writes it (pip install 'lagsplit[napari]').")]
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -56,14 +57,17 @@ def _dry(cfg) -> None:
     raise typer.Exit(0)
 
 
-def _run(cfg) -> None:
-    """Build and run; user-facing errors become one message and exit code 2."""
+def _run(cfg, view: bool = False) -> None:
+    """Build and run; user-facing errors become one message and exit code 2. ``view``: a
+    napari viewer follows the output file (the run on a thread, the viewer on this one)."""
     from lagsplit.adapters.stacks import StackError
     from lagsplit.engine.hdf5_sink import OutputError
     from lagsplit.engine.status import RunState
 
     from .app import NothingToResume, build_run, execute
 
+    if view:
+        _check_view(cfg)
     try:
         run = build_run(cfg)
     except NothingToResume as exc:
@@ -73,7 +77,12 @@ def _run(cfg) -> None:
         _fail(str(exc))
     console.print(f"[bold]lagsplit[/] {run.engine.source} -> {cfg.output.path or '(no file)'} on {run.cascade.device}")
     try:
-        status = execute(run, console=console)
+        if view:
+            from .napari.viewer import run_beside_viewer
+
+            status = run_beside_viewer(cfg.output.path, lambda: execute(run, console=console), run.engine.stop)
+        else:
+            status = execute(run, console=console)
     except (OSError, ValueError, RuntimeError) as exc:  # the source could not be opened; sinks are closed
         _fail(str(exc))
     from lagsplit.engine.engine import final_status_line
@@ -164,7 +173,8 @@ def replay(
 ) -> None:
     """Play a recorded stack through the engine as a live stream."""
     extra = ["source.kind=replay", f"source.path={_quote(stack)}"] + ([f"source.fps={fps}"] if fps is not None else [])
-    _run_source(extra + _plane_settings(channel, z, axes), out_path, overwrite, config, sets, dry_run)
+    view: ViewOpt = False,
+    _run_source(extra + _plane_settings(channel, z, axes), out_path, overwrite, config, sets, dry_run, view)
 
 
 @app.command()
@@ -182,10 +192,11 @@ def watch(
 ) -> None:
     """Follow a folder of image files as they are written, in frame-number order."""
     extra = ["source.kind=watch", f"source.path={_quote(str(folder))}"]
+    view: ViewOpt = False,
     for key, value in (("poll", poll), ("idle_timeout_s", idle_timeout), ("end_marker", end_marker), ("glob", glob)):
         if value is not None:
             extra.append(f"source.{key}={_quote(value) if isinstance(value, str) else str(value).lower()}")
-    _run_source(extra, out_path, overwrite, config, sets, dry_run)
+    _run_source(extra, out_path, overwrite, config, sets, dry_run, view)
 
 
 @app.command()
@@ -202,13 +213,14 @@ def attach(
 ) -> None:
     """Receive frames over ZeroMQ (wire protocol v1) until the sender's end message."""
     extra = ["source.kind=zmq", f"source.endpoint={_quote(endpoint)}"]
+    view: ViewOpt = False,
     if sub is not None:
         extra.append(f"source.socket={'sub' if sub else 'pull'}")
     if bind is not None:
         extra.append(f"source.bind={str(bind).lower()}")
     if idle_timeout is not None:
         extra.append(f"source.idle_timeout_s={idle_timeout}")
-    _run_source(extra, out_path, overwrite, config, sets, dry_run)
+    _run_source(extra, out_path, overwrite, config, sets, dry_run, view)
 
 
 @app.command()
@@ -316,12 +328,78 @@ def repair(file: Annotated[Path, typer.Argument(help="HDF5 file a killed run lef
 
 
 def _run_source(extra: list[str], out_path: Path | None, overwrite: bool, config: Path | None,
-                sets: list[str] | None, dry_run: bool) -> None:
+                sets: list[str] | None, dry_run: bool, view: bool = False) -> None:
     """The shared tail of replay / watch / attach: command settings < file < --set, then run."""
+@app.command("view")
+def view_file(
+    file: Annotated[Path, typer.Argument(help="HDF5 file written by lagsplit (or being written, with --follow).")],
+    follow: Annotated[bool, typer.Option("--follow", help="Keep appending frames as the run flushes them (SWMR).")] = False,
+    keep: Annotated[int | None, typer.Option("--keep", min=1, help="With --follow: frames the viewer holds, the newest (default: as many as fit in 512 MiB).")] = None,
+    screenshot: Annotated[Path | None, typer.Option("--screenshot", help="Save the window as this PNG once the layers are shown, and close (no window needed: QT_QPA_PLATFORM=offscreen needs OpenGL; use xvfb-run).")] = None,
+    grid: Annotated[bool, typer.Option("--grid/--overlay", help="raw beside the slow + fast overlay, or every layer in one view.")] = True,
+) -> None:
+    """Open a run in napari: raw (grey), slow (green) and fast (magenta over slow), time first."""
+    from .napari.viewer import NapariMissing, require_napari, view
+    from .run_file import NotARunFile
+
+    if not follow and not file.exists():
+        _fail(f"{file} does not exist")
+    try:
+        require_napari()
+        view(file, follow=follow, keep=keep, screenshot=screenshot, grid=grid)
+    except NapariMissing as exc:
+        _fail(str(exc))
+    except (OSError, NotARunFile) as exc:
+        _fail(f"{file}: {exc}")
+    if screenshot is not None:
+        out.print(f"wrote {screenshot}")
+
+
+@app.command()
+def export(
+    file: Annotated[Path, typer.Argument(help="HDF5 file written by lagsplit.")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="OME-TIFF to write (NAME.ome.tif).")],
+    start: Annotated[int, typer.Option(min=0, help="First row (frame of the run, 0-based) to write.")] = 0,
+    stop: Annotated[int | None, typer.Option(min=1, help="Write up to (not including) this row (default: the end).")] = None,
+    channels: Annotated[str | None, typer.Option("--channels", help="Components to write, comma-separated, from raw,slow,fast (default: all the file has).")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Write a run as an OME-TIFF hyperstack (TCYX, pixel size, frame interval) for Fiji and others."""
+    from .export import ExportError, export_ome_tiff, parse_channels
+    from .run_file import NotARunFile
+
+    if not file.exists():
+        _fail(f"{file} does not exist")
+    try:
+        rep = export_ome_tiff(file, out_path, start=start, stop=stop, channels=parse_channels(channels),
+                              overwrite=overwrite)
+    except (ExportError, NotARunFile) as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{file}: {exc}")
+    t, c, h, w = rep.shape
+    px = f"{rep.pixel_size_um[1]:g} um/px" if rep.pixel_size_um else "pixel size unknown"
+    dt = f"{rep.frame_interval_s:g} s/frame" if rep.frame_interval_s else "interval unknown"
+    out.print(f"wrote {rep.path}: {t} frames (rows {rep.rows.start}..{rep.rows.stop - 1}) x {c} channels "
+              f"({', '.join(rep.channels)}) of {h}x{w} {rep.dtype}, {px}, {dt}")
+
+
     cfg = _load(config, sets, extra=[*extra, *_output_settings(out_path, overwrite)])
     if dry_run:
         _dry(cfg)
-    _run(cfg)
+    _run(cfg, view=view)
+
+
+def _check_view(cfg) -> None:
+    """--view follows the output file: it needs one, and napari."""
+    from .napari.viewer import NapariMissing, require_napari
+
+    if not cfg.output.path:
+        _fail("--view follows the run's output file: give --out FILE.h5")
+    try:
+        require_napari()
+    except NapariMissing as exc:
+        _fail(str(exc))
 
 
 def _output_settings(out_path: Path | None, overwrite: bool) -> list[str]:

@@ -55,9 +55,14 @@ def test_the_wheel_holds_only_the_lagsplit_namespace(wheel):
     top = {n.split("/")[0] for n in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"lagsplit"}, sorted(top)
     for folder, package in (("engine", "lagsplit/engine"), ("adapters", "lagsplit/adapters"),
-                            ("lagsplit", "lagsplit"), ("lagsplit/bench", "lagsplit/bench")):
+                            ("lagsplit", "lagsplit"), ("lagsplit/bench", "lagsplit/bench"),
+                            ("lagsplit/napari", "lagsplit/napari")):
         expected = {f"{package}/{p.name}" for p in (ROOT / folder).glob("*.py")}
         assert expected and expected <= set(names), sorted(expected - set(names))
+    # the napari plugin: its manifest ships in the package and napari finds it by entry point
+    assert "lagsplit/napari/napari.yaml" in names
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    assert "[napari.manifest]\nlagsplit = lagsplit.napari:napari.yaml" in zipfile.ZipFile(wheel).read(entry_points).decode()
     assert not [n for n in names if n.split("/")[0] in ("engine", "adapters", "tools")]
     (top_level,) = [n for n in names if n.endswith(".dist-info/top_level.txt")]
     assert zipfile.ZipFile(wheel).read(top_level).decode().split() == ["lagsplit"]
