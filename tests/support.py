@@ -1,4 +1,4 @@
-"""Helpers the tests share: running the real engine, an in-memory sink."""
+"""Helpers the tests share: running the real engine, an in-memory sink, a fake clock."""
 from __future__ import annotations
 
 from lagsplit.engine.config import ModelConfig, OutputConfig, RuntimeConfig, TrainConfig
@@ -44,3 +44,19 @@ class ListSink:
 
     def close(self):
         self.closed = True
+
+
+class FakeClock:
+    """Monotonic time (seconds from ``start``) that moves only when someone sleeps on it: pass
+    the clock and its ``sleep`` to a player, and a camera rate plays without a real wait."""
+
+    def __init__(self, start: float = 100.0) -> None:
+        self.now = start
+        self.slept = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.now += s
+        self.slept += s

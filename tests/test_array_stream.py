@@ -8,26 +8,12 @@ import numpy as np
 import pytest
 
 from lagsplit.adapters.synthetic import ArrayStream
-
-
-class FakeClock:
-    """Monotonic time that only moves when someone sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 50.0
-        self.slept = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, s: float) -> None:
-        self.now += s
-        self.slept += s
+from tests.support import FakeClock
 
 
 def test_frames_leave_at_the_frame_rate_of_the_injected_clock_without_real_sleeps():
     movie = np.arange(6 * 4 * 4, dtype=np.uint16).reshape(6, 4, 4)
-    clock = FakeClock()
+    clock = FakeClock(start=50.0)
     stream = ArrayStream(movie, fps=10, first_index=3, sleep=clock.sleep, clock=clock)
     t0 = time.monotonic()
     sent_at = []

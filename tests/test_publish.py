@@ -19,22 +19,7 @@ from typer.testing import CliRunner
 from lagsplit.adapters.publish import Publisher, PublishStopped, publish_stack
 from lagsplit.adapters.wire import Image, Start, StreamDecoder
 from lagsplit.cli import app
-from tests.support import FAST_CLI
-
-
-class FakeClock:
-    """Monotonic time that only moves when someone sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.slept = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, s: float) -> None:
-        self.now += s
-        self.slept += s
+from tests.support import FAST_CLI, FakeClock
 
 
 def _pull(ctx, endpoint):
