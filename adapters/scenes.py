@@ -210,7 +210,12 @@ def _finish(name: str, slow: np.ndarray, fast: np.ndarray, spots: list[np.ndarra
     return Scene(name, movie, (slow + offset).astype(np.float32), fast.astype(np.float32), spots, notes=notes, meta=meta)
 
 
-def _spots_movie(walkers: Walkers, frames: int, size: int, amp: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+def _moving_spots(rng: np.random.Generator, n: int, frames: int, size: int, spot_peak: float,
+                  **walk) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The fast part and the true positions of ``n`` :class:`Walkers` (``walk``: their knobs)
+    of peak ``spot_peak`` photons +-30 %."""
+    amp = spot_peak * rng.uniform(0.7, 1.3, n)
+    walkers = Walkers(rng, n, size, **walk)
     fast = np.empty((frames, size, size), np.float32)
     spots = []
     for t in range(frames):
@@ -268,8 +273,7 @@ def brownian_scene(frames: int = 300, size: int = 128, seed: int = 0, n_spots: i
     rng = np.random.default_rng((seed, 1))
     field = CellField(rng, size, level, n_filaments=n_filaments)
     slow = np.broadcast_to(field.render(), (frames, size, size)).astype(np.float32)
-    amp = spot_peak * rng.uniform(0.7, 1.3, n_spots)
-    fast, spots = _spots_movie(Walkers(rng, n_spots, size, step=step), frames, size, amp)
+    fast, spots = _moving_spots(rng, n_spots, frames, size, spot_peak, step=step)
     return _finish("brownian", slow, fast, spots, rng, "Brownian spots (0.5-1.5 px/frame rms per axis) on cells")
 
 
@@ -281,9 +285,7 @@ def bleaching_scene(frames: int = 300, size: int = 128, seed: int = 0, n_spots: 
     field = CellField(rng, size, level, n_filaments=n_filaments)
     decay = 0.5 ** (np.arange(frames) / max(frames - 1, 1))
     slow = (field.render()[None] * decay[:, None, None]).astype(np.float32)
-    amp = spot_peak * rng.uniform(0.7, 1.3, n_spots)
-    fast, spots = _spots_movie(Walkers(rng, n_spots, size, step=(0.5, 1.2), speed=(0.0, 1.0), turn=0.3),
-                               frames, size, amp)
+    fast, spots = _moving_spots(rng, n_spots, frames, size, spot_peak, step=(0.5, 1.2), speed=(0.0, 1.0), turn=0.3)
     return _finish("bleaching", slow, fast, spots, rng, "background bleaches to half over the movie")
 
 
@@ -307,8 +309,7 @@ def drift_scene(frames: int = 300, size: int = 128, seed: int = 0, n_spots: int 
 
         shift = (drift * t * np.sin(direction), drift * t * np.cos(direction))
         slow[t] = field.render(shift=shift, warp=warp)
-    amp = spot_peak * rng.uniform(0.7, 1.3, n_spots)
-    fast, spots = _spots_movie(Walkers(rng, n_spots, size, speed=(1.0, 3.0), turn=0.1), frames, size, amp)
+    fast, spots = _moving_spots(rng, n_spots, frames, size, spot_peak, speed=(1.0, 3.0), turn=0.1)
     return _finish("drift", slow, fast, spots, rng, f"background drifts {drift} px/frame and deforms by {wobble} px")
 
 
@@ -319,8 +320,7 @@ def dense_scene(frames: int = 300, size: int = 128, seed: int = 0, coverage: flo
     field = CellField(rng, size, level, n_filaments=n_filaments)
     slow = np.broadcast_to(field.render(), (frames, size, size)).astype(np.float32)
     n = int(round(coverage * size * size / (np.pi * (2 * SPOT_SIGMA) ** 2)))
-    amp = spot_peak * rng.uniform(0.7, 1.3, n)
-    fast, spots = _spots_movie(Walkers(rng, n, size, step=(0.3, 1.0), speed=(0.5, 2.0), turn=0.3), frames, size, amp)
+    fast, spots = _moving_spots(rng, n, frames, size, spot_peak, step=(0.3, 1.0), speed=(0.5, 2.0), turn=0.3)
     return _finish("dense", slow, fast, spots, rng, f"{n} spots: {coverage:.0%} of the field covered")
 
 
@@ -331,9 +331,7 @@ def lowlight_scene(frames: int = 300, size: int = 128, seed: int = 0, n_spots: i
     rng = np.random.default_rng((seed, 5))
     field = CellField(rng, size, level, n_filaments=n_filaments)
     slow = np.broadcast_to(field.render(), (frames, size, size)).astype(np.float32)
-    amp = spot_peak * rng.uniform(0.7, 1.3, n_spots)
-    fast, spots = _spots_movie(Walkers(rng, n_spots, size, step=(0.5, 1.2), speed=(0.0, 1.0), turn=0.3),
-                               frames, size, amp)
+    fast, spots = _moving_spots(rng, n_spots, frames, size, spot_peak, step=(0.5, 1.2), speed=(0.0, 1.0), turn=0.3)
     return _finish("lowlight", slow, fast, spots, rng,
                    f"~{level:g} photons/px background, spots {spot_peak:g} photons peak, read noise {read_noise} e-",
                    read_noise=read_noise, offset=offset)
@@ -371,9 +369,7 @@ def _change_scene(name: str, frames: int, size: int, seed: int, at: float, gain:
     before, after = field.render(), field.render(shift=jump) * gain
     slow = np.empty((frames, size, size), np.float32)
     slow[:change], slow[change:] = before, after
-    amp = spot_peak * rng.uniform(0.7, 1.3, n_spots)
-    fast, spots = _spots_movie(Walkers(rng, n_spots, size, step=(0.3, 0.8), speed=(0.5, 2.0), turn=0.2),
-                               frames, size, amp)
+    fast, spots = _moving_spots(rng, n_spots, frames, size, spot_peak, step=(0.3, 0.8), speed=(0.5, 2.0), turn=0.2)
     return _finish(name, slow, fast, spots, rng, notes, change_at=change)
 
 
