@@ -89,7 +89,6 @@ class Engine:
         self._preview: Preview | None = None
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)  # the engine's own; see _run_counters
         self._counters["resumes"] = int(resume_after is not None)
-        self._source_ended = False  # the worker took every frame the source gave
         self._in_rate, self._out_rate, self._train_rate = RateMeter(), RateMeter(), RateMeter()
         self._latency = LatencyStats()
         self._warmup = True
@@ -193,12 +192,13 @@ class Engine:
     def _source_loop(self) -> None:
         try:
             for frame in self.adapter:
-                if self._stop.is_set():
-                    break
                 frame.arrival = self.clock()
                 with self._lock:
                     self._counters["received"] += 1
                     self._in_rate.add(frame.arrival)
+                if self._stop.is_set():
+                    self._leave(frame)
+                    break
                 if self.rt.overflow == "drop":
                     try:
                         self._q.put_nowait(frame)
@@ -206,33 +206,45 @@ class Engine:
                         with self._lock:
                             self._counters["dropped"] += 1
                             self._lost[frame.index] = "dropped"
-                else:
-                    self._put_blocking(frame)
+                elif not self._put_blocking(frame):
+                    self._leave(frame)
         except Exception as exc:  # noqa: BLE001 - reported, run ends cleanly
             log.error("source failed: %s", exc)
             self._fail(f"source failed: {exc}")
         finally:
             self._put_blocking(_END, force=True)
 
-    def _put_blocking(self, item: object, force: bool = False) -> None:
+    def _put_blocking(self, item: object, force: bool = False) -> bool:
+        """Put ``item`` on the input queue, waiting for room; False when the run stopped first."""
         while True:
             try:
                 self._q.put(item, timeout=0.2)
-                return
+                return True
             except queue.Full:
                 if self._stop.is_set() and not force:
-                    return
+                    return False
                 if force and not self._threads[1].is_alive():
-                    return
+                    return False
+
+    def _leave(self, frame: Frame) -> None:
+        """A frame received but not processed because the run stopped (Ctrl-C, SIGTERM, an
+        error): counted, and recorded as a gap of reason "not processed". Frames past
+        ``engine.max_frames`` were not asked for and are not counted."""
+        if self._reason == FinishReason.MAX_FRAMES:
+            return
+        with self._lock:
+            self._counters["not_processed"] += 1
+            if self._last_index is None or frame.index > self._last_index:
+                self._lost.setdefault(frame.index, "not processed")
 
     def _worker_loop(self) -> None:
         try:
             while True:
                 item = self._q.get()
                 if item is _END:
-                    self._source_ended = not self._stop.is_set()  # ended by itself, not stopped
                     break
                 if self._stop.is_set():
+                    self._leave(item)
                     break
                 self._process(item)
                 if self.rt.max_frames and self._counters["processed"] >= self.rt.max_frames:
@@ -240,7 +252,10 @@ class Engine:
                     self.stop()
                     break
         except Exception as exc:  # noqa: BLE001
-            log.exception("worker failed")
+            if self._sink_failed:  # a full disk, a file gone: the message says it all
+                log.error("writing the output failed: %s", exc)
+            else:
+                log.exception("worker failed")
             self._fail(f"{type(exc).__name__}: {exc}")
         finally:
             self._teardown()
@@ -491,13 +506,8 @@ class Engine:
             self.checkpoint.final(self._last_index)
         self._stop.set()
         self._stop_adapter()
-        # unblock a source waiting on a full queue
-        while self._threads[0].is_alive():
-            try:
-                self._q.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        if self._source_ended:
+        self._drain_input()
+        if not self._sink_failed:
             try:
                 self._record_trailing_gaps()
             except Exception as exc:  # noqa: BLE001 - a failing sink is reported by its close()
@@ -517,9 +527,28 @@ class Engine:
             self._state = RunState.FAILED if self._error else RunState.FINISHED
         log.info("run %s: %s", self._state.value, self._reason.value)
 
+    def _drain_input(self) -> None:
+        """Empty the input queue until the source thread has ended (unblocking a source that
+        waits for room), then what is left: each frame in it was received and not processed."""
+        while self._threads[0].is_alive():
+            try:
+                item = self._q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if isinstance(item, Frame):
+                self._leave(item)
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, Frame):
+                self._leave(item)
+
     def _record_trailing_gaps(self) -> None:
-        """Frames lost after the last processed one (dropped while the worker caught up, or
-        rejected) are gaps like any other: every frame the source gave is in the file or in a gap."""
+        """Frames lost after the last processed one (dropped while the worker caught up,
+        rejected, or left unprocessed by a stop) are gaps like any other: every frame the
+        source gave is in the file or in a gap."""
         last = self._last_index
         if last is None or self._series is None:  # nothing processed: no sink was set up
             return
@@ -555,6 +584,8 @@ def final_status_line(st: Status) -> str:
         f"{st.state.value} ({st.reason.value if st.reason else '-'}): {st.processed} frames processed, "
         f"{st.received} received, {st.rejected} rejected, {st.dropped} dropped, {st.gaps} gaps, "
         f"{st.train_steps} training steps, device {st.device}"
+        + (f", {st.not_processed} received but not processed" if st.not_processed else "")
+        + (f", {st.already_done} already in the file (resumed)" if st.already_done else "")
         + ("; the last frame was still in warm-up (the networks not yet in use)" if st.warmup and st.processed else "")
     )
 

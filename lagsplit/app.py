@@ -188,6 +188,8 @@ class Run:
     """Output folders this run created (deepest first); removed again if left empty."""
     resume: ResumePlan | None = None
     """How the run continues its output (--resume), if it does."""
+    stopped_by: int | None = None
+    """The signal that stopped the run (SIGINT for Ctrl-C, SIGTERM), if one did."""
 
 
 def build_model(cfg: Config) -> tuple[Cascade, OnlineTrainer]:
@@ -275,21 +277,83 @@ def execute(run: Run, console=None) -> Status:
         remove_empty_folders(run.created_folders)
 
 
+def stopped_line(run: Run, status: Status) -> str:
+    """The last line of a run a signal stopped: what the file holds, what was left."""
+    name = signal.Signals(run.stopped_by).name if run.stopped_by else "a stop"
+    where = f" to {run.config.output.path}" if run.config.output.path else ""
+    left = (f", {status.not_processed} received but not processed (recorded as gaps, reason 'not processed')"
+            if status.not_processed else "")
+    return f"stopped by {name}: {status.processed} frames written{where}{left}; the file is closed"
+
+
+class _Stopper:
+    """Ctrl-C (SIGINT) and SIGTERM during a run: the first stops the engine at the next frame
+    (the file is flushed and closed, what was queued is counted as not processed); a second
+    only says that the file is being closed; a third quits at once, leaving the file as a
+    killed run does (readable up to its last flush, `lagsplit repair`). The handler only
+    records the signal: the monitor's loop acts on it (a signal handler must not take the
+    locks the interrupted code may hold)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.received: list[int] = []
+        self.acted = 0
+        self.previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
+
+    def restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}
+
+    def _on_signal(self, signum: int, _frame) -> None:
+        self.received.append(signum)
+        if len(self.received) >= 3:
+            os.write(2, f"\n{signal.Signals(signum).name} again: quitting now; {self.run.config.output.path} keeps "
+                        f"the frames flushed so far (lagsplit repair lets every reader open it)\n".encode())
+            os._exit(128 + signum)
+
+    def act(self) -> None:
+        """Called from the monitor's loop: stop the engine on the first signal, report the next."""
+        while self.acted < len(self.received):
+            signum = self.received[self.acted]
+            self.acted += 1
+            name = signal.Signals(signum).name
+            if self.acted == 1:
+                self.run.stopped_by = signum
+                log.warning("%s: stopping after the frame in hand; writing what is queued and closing %s",
+                            name, self.run.config.output.path or "the run")
+                self.run.engine.stop()
+            else:
+                log.warning("%s: still closing %s (press Ctrl-C once more to quit at once; the file keeps "
+                            "what was flushed)", name, self.run.config.output.path or "the run")
+
+
 def _monitored(run: Run, console) -> Status:
     engine = run.engine
     engine.start()
     monitor = Monitor(engine.status, run.config.monitor, console=console)
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, lambda *_: engine.stop())
+    stopper = _Stopper(run)
+    stopper.install()
+
+    def done() -> bool:
+        stopper.act()
+        return engine.done
+
     try:
-        monitor.run(done=lambda: engine.done)
-    except KeyboardInterrupt:
-        log.warning("interrupted: finishing the frames in hand and closing the file")
+        monitor.run(done=done)
+    except KeyboardInterrupt:  # no handler of our own (not the main thread)
+        run.stopped_by = run.stopped_by or signal.SIGINT
+        log.warning("interrupted: finishing the frame in hand and closing the file")
         engine.stop()
         engine.wait()
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    engine.wait()
+        engine.wait()
+        stopper.act()
+        stopper.restore()
     return engine.status()

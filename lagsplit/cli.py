@@ -64,7 +64,7 @@ def _run(cfg, view: bool = False) -> None:
     from lagsplit.engine.hdf5_sink import OutputError
     from lagsplit.engine.status import RunState
 
-    from .app import NothingToResume, build_run, execute
+    from .app import NothingToResume, build_run, execute, stopped_line
 
     if view:
         _check_view(cfg)
@@ -90,6 +90,9 @@ def _run(cfg, view: bool = False) -> None:
     console.print(final_status_line(status))
     if status.state == RunState.FAILED:
         _fail(status.error or "run failed", code=1)
+    if run.stopped_by is not None:  # Ctrl-C / SIGTERM: scripts see the interruption (130 / 143)
+        console.print(stopped_line(run, status), soft_wrap=True, highlight=False)
+        raise typer.Exit(128 + run.stopped_by)
 
 
 @app.callback()

@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lagsplit.cli import app
+from lagsplit.engine.hdf5_sink import read_counters
 from tests.support import FAST_CLI
 
 PER_FRAME = ("slow", "fast", "raw", "frames/index", "frames/timestamp", "frames/model_version", "frames/warmup",
@@ -116,3 +117,60 @@ def test_repair_refuses_a_file_lagsplit_did_not_write(tmp_path):
                        (tmp_path / "none.h5", "does not exist")):
         res = CliRunner().invoke(app, ["repair", str(path)])
         assert res.exit_code == 2 and says in res.output, res.output
+
+
+# ---- stopping ----------------------------------------------------------------------------------------
+
+def _gaps(f: h5py.File) -> list[tuple[int, int, str]]:
+    reasons = [str(r) for r in f["gaps"].attrs["reasons"]]
+    return [(int(a), int(c), reasons[r]) for a, c, r in zip(f["gaps/first_index"][:], f["gaps/count"][:], f["gaps/reason"][:])]
+
+
+def _stop_with(tmp_path: Path, noise_stack: np.ndarray, signals: list[int]) -> tuple[subprocess.Popen, str, Path]:
+    """A replay whose worker is slower than its source (20 training steps a frame), so its
+    queue holds frames when the signals come."""
+    src, out = long_stack(tmp_path, noise_stack), tmp_path / "stopped.h5"
+    proc = start("replay", str(src), "--out", str(out), "--fps", "60", "--set", "train.steps_per_frame=20",
+                 "--set", "output.flush_every=5")
+    try:
+        wait_for_rows(proc, out, 10)
+        time.sleep(0.5)  # let the queue fill
+        for sig in signals:
+            proc.send_signal(sig)
+            time.sleep(0.05)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc, " ".join(err.split()), out
+
+
+def _check_stopped_file(out: Path, err: str) -> None:
+    with h5py.File(out, "r") as f:  # an ordinary reader: the file was closed
+        lengths = per_frame_lengths(f)
+        n = lengths["frames/index"]
+        assert set(lengths.values()) == {n}
+        np.testing.assert_array_equal(f["frames/index"][:], np.arange(n))
+        counters = read_counters(f)
+        gaps = _gaps(f)
+    left = counters["not_processed"]
+    assert left > 0, err  # the queue held frames when the signal came
+    assert counters["received"] == counters["processed"] + left == n + left
+    # every frame received and not processed is a gap of its own reason, right after the last row
+    assert gaps == [(n, left, "not processed")]
+    assert "stopped by" in err and f": {n} frames written to {out}, {left} received but not processed" in err
+
+
+def test_ctrl_c_flushes_and_closes_the_file_and_exits_130_and_a_second_one_changes_nothing(tmp_path, noise_stack):
+    proc, err, out = _stop_with(tmp_path, noise_stack, [signal.SIGINT, signal.SIGINT])
+    assert proc.returncode == 130, err
+    assert "SIGINT: still closing" in err
+    _check_stopped_file(out, err)
+
+
+def test_sigterm_flushes_and_closes_the_file_and_exits_143(tmp_path, noise_stack):
+    proc, err, out = _stop_with(tmp_path, noise_stack, [signal.SIGTERM])
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM" in err
+    _check_stopped_file(out, err)
