@@ -15,13 +15,19 @@ SMALL = ["--set", "model.lags=[4,2,1]", "--set", "model.base_channels=4", "--set
          "--set", "monitor.mode=off"]
 
 
-def test_pretrain_writes_weights_a_replay_starts_from(tmp_path, noise_stack):
+def _pretrained(tmp_path, noise_stack, *args: str):
+    """The noise stack saved as stack.npy and weights pretrained on it (``args``: pretrain's
+    options): (stack, weights)."""
     stack = tmp_path / "stack.npy"
     np.save(stack, noise_stack)
     weights = tmp_path / "w.pt"
-    res = CliRunner().invoke(app, ["pretrain", str(stack), "--out", str(weights), "--steps", "2", "--passes", "2",
-                                   *SMALL])
+    res = CliRunner().invoke(app, ["pretrain", str(stack), "--out", str(weights), *args, *SMALL])
     assert res.exit_code == 0, res.output
+    return stack, weights
+
+
+def test_pretrain_writes_weights_a_replay_starts_from(tmp_path, noise_stack):
+    stack, weights = _pretrained(tmp_path, noise_stack, "--steps", "2", "--passes", "2")
     state = torch.load(weights, weights_only=True)
     assert state["lags"] == [4, 2, 1]
     # two passes over 30 frames, two steps per frame once the ring holds a pair (from frame 4)
@@ -40,11 +46,7 @@ def test_pretrain_writes_weights_a_replay_starts_from(tmp_path, noise_stack):
 
 
 def test_init_refuses_weights_of_another_shape(tmp_path, noise_stack):
-    stack = tmp_path / "stack.npy"
-    np.save(stack, noise_stack)
-    weights = tmp_path / "w.pt"
-    res = CliRunner().invoke(app, ["pretrain", str(stack), "--out", str(weights), "--steps", "1", *SMALL])
-    assert res.exit_code == 0, res.output
+    stack, weights = _pretrained(tmp_path, noise_stack, "--steps", "1")
     res = CliRunner().invoke(app, ["replay", str(stack), "--out", str(tmp_path / "x.h5"), "--init", str(weights),
                                    *SMALL, "--set", "model.lags=[2,1]"])
     assert res.exit_code == 2
@@ -54,11 +56,7 @@ def test_init_refuses_weights_of_another_shape(tmp_path, noise_stack):
 def test_init_loads_the_weights_a_frozen_run_uses(tmp_path, noise_stack):
     """With training off, a run from --init splits as the pretrained networks do, not as
     networks of the same seed that were never trained."""
-    stack = tmp_path / "stack.npy"
-    np.save(stack, noise_stack)
-    weights = tmp_path / "w.pt"
-    res = CliRunner().invoke(app, ["pretrain", str(stack), "--out", str(weights), "--steps", "4", *SMALL])
-    assert res.exit_code == 0, res.output
+    stack, weights = _pretrained(tmp_path, noise_stack, "--steps", "4")
     frozen = [*SMALL, "--set", "train.mode=off", "--set", "train.warmup_steps=0", "--set", "model.gate_decay=0"]
     slow = {}
     for name, init in (("init", ["--init", str(weights)]), ("random", [])):
@@ -84,11 +82,7 @@ def _truncated(path, good):
     pytest.param(lambda path, good: torch.save(torch.zeros(3), path), id="torch-tensor"),
 ])
 def test_a_corrupt_init_file_is_a_clear_error_naming_it(tmp_path, noise_stack, make):
-    stack = tmp_path / "stack.npy"
-    np.save(stack, noise_stack)
-    good = tmp_path / "good.pt"
-    res = CliRunner().invoke(app, ["pretrain", str(stack), "--out", str(good), "--steps", "1", *SMALL])
-    assert res.exit_code == 0, res.output
+    stack, good = _pretrained(tmp_path, noise_stack, "--steps", "1")
     bad = tmp_path / "bad.pt"
     make(bad, good)
     res = CliRunner().invoke(app, ["replay", str(stack), "--out", str(tmp_path / "x.h5"), "--init", str(bad), *SMALL])
