@@ -14,8 +14,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from lagsplit.adapters.synthetic import ArrayStream
 from lagsplit.cli import app
-from lagsplit.engine.hdf5_sink import read_counters
+from lagsplit.engine.cascade import Cascade
+from lagsplit.engine.config import OutputConfig, RuntimeConfig
+from lagsplit.engine.engine import Engine
+from lagsplit.engine.hdf5_sink import HDF5Sink, read_counters
+from lagsplit.engine.threaded_sink import ThreadedSink
+from lagsplit.engine.trainer import OnlineTrainer
 from tests.support import FAST_CLI
 
 PER_FRAME = ("slow", "fast", "raw", "frames/index", "frames/timestamp", "frames/model_version", "frames/warmup",
@@ -174,3 +180,64 @@ def test_sigterm_flushes_and_closes_the_file_and_exits_143(tmp_path, noise_stack
     assert proc.returncode == 143, err
     assert "stopped by SIGTERM" in err
     _check_stopped_file(out, err)
+
+
+# ---- backpressure --------------------------------------------------------------------------------------
+
+class SlowDisk(HDF5Sink):
+    """The real HDF5 sink on a disk that takes ``delay`` seconds per row (far slower than the
+    tiny engine's worker); notes when each row's write began."""
+
+    delay = 0.15
+
+    def append(self, r):
+        self.started = [*getattr(self, "started", []), time.monotonic()]
+        time.sleep(self.delay)
+        super().append(r)
+
+
+class TimedStream(ArrayStream):
+    """A source as fast as possible that notes when each frame left it."""
+
+    def __iter__(self):
+        self.sent_at = []
+        for frame in super().__iter__():
+            self.sent_at.append(time.monotonic())
+            yield frame
+
+
+def _run_slow_sink(path: Path, movie: np.ndarray, overflow: str, small_model, fixed_train):
+    source = TimedStream(movie)
+    cascade = Cascade(small_model, fixed_train.history, fixed_train.warmup_steps)
+    disk = SlowDisk(path, OutputConfig(path=str(path)))
+    engine = Engine(source, cascade, OnlineTrainer(cascade, fixed_train.model_copy(update={"mode": "off"})),
+                    [ThreadedSink(disk, maxsize=2)], runtime=RuntimeConfig(queue=2, sink_queue=2, overflow=overflow))
+    return engine.run(), source, disk
+
+
+def test_with_block_a_slow_disk_slows_the_source_and_no_frame_is_lost(tmp_path, noise_stack, small_model, fixed_train):
+    path, movie = tmp_path / "block.h5", noise_stack[:16]
+    status, source, disk = _run_slow_sink(path, movie, "block", small_model, fixed_train)
+    assert status.dropped == 0 and status.processed == len(movie)
+    # frame k could leave the source only once row k - 6 was being written: 6 frames fit in
+    # the input queue (2), the worker (1), the writer's queue (2) and the writer's hands (1)
+    held = 6
+    assert all(source.sent_at[k] >= disk.started[k - held] for k in range(held, len(movie)))
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["frames/index"][:], np.arange(len(movie)))
+        np.testing.assert_array_equal(f["raw"][:], movie)
+        assert f["gaps/first_index"].shape == (0,) and read_counters(f)["dropped"] == 0
+
+
+def test_with_drop_every_frame_a_slow_disk_costs_is_counted_and_a_gap(tmp_path, noise_stack, small_model, fixed_train):
+    path = tmp_path / "drop.h5"
+    status, _, _ = _run_slow_sink(path, noise_stack, "drop", small_model, fixed_train)
+    assert status.dropped > 0 and status.processed + status.dropped == len(noise_stack) == status.received
+    with h5py.File(path, "r") as f:
+        kept = f["frames/index"][:].tolist()
+        gaps = _gaps(f)
+        counters = read_counters(f)
+    covered = sorted(a + k for a, c, _ in gaps for k in range(c))
+    assert covered == sorted(set(range(len(noise_stack))) - set(kept))  # every dropped frame, none twice
+    assert {reason for *_, reason in gaps} == {"dropped"}
+    assert (counters["dropped"], counters["processed"], counters["gaps"]) == (status.dropped, len(kept), len(gaps))
