@@ -58,6 +58,9 @@ class AdapterHooks(Protocol):
 # HDF5 file's /counters holds (README, "Counters" and "When things go wrong").
 COUNTER_NAMES = ("received", "processed", "rejected", "dropped", "not_processed", "gaps", "nonfinite", "blank",
                  "saturated", "train_skipped", "changes", "sink_errors", "resumes")
+# What was wrong with a frame that was still processed, one bit each: Decomposition.flags,
+# the HDF5 file's /frames/flags. Each name is also the counter of such frames.
+FRAME_FLAGS = {"nonfinite": 1, "blank": 2, "saturated": 4}
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,34 @@ import numpy as np
 
 from .cascade import Cascade
 from .config import RuntimeConfig
-from .contracts import COUNTER_NAMES, Adapter, RunInfo, Sink, check_adapter, check_sink, hook
+from .contracts import COUNTER_NAMES, FRAME_FLAGS, Adapter, RunInfo, Sink, check_adapter, check_sink, hook
 from .frame import Decomposition, Frame
 from .status import FinishReason, LatencyStats, Preview, RateMeter, RunState, Status
 from .trainer import OnlineTrainer
 
 log = logging.getLogger("lagsplit.engine")
 BEHIND_EVERY_S = 5.0  # seconds between two "falling behind" warnings
+FLAGGED_LOGGED = 10  # flagged frames of each kind logged; the rest are counted
+SATURATED_FRACTION = 0.5  # a frame with at least this fraction of pixels at its dtype's maximum is saturated
+_FLAG_WHY = {"nonfinite": "has NaN or Inf pixels", "blank": "is blank (one value throughout)",
+             "saturated": f"is saturated ({SATURATED_FRACTION:.0%} of its pixels or more at the dtype's maximum)"}
+
+
+def frame_flags(arr: np.ndarray, finite: bool) -> int:
+    """What is wrong with a frame that is still processed (``FRAME_FLAGS`` bits): NaN or Inf
+    pixels, one value throughout (a camera that sent zeros), or at least half of the pixels
+    at the integer dtype's maximum. A strided sample of the pixels decides first, so a
+    normal frame costs little."""
+    flags = 0 if finite else FRAME_FLAGS["nonfinite"]
+    sample = arr[:: max(1, arr.shape[0] // 32), :: max(1, arr.shape[1] // 32)]
+    if finite and sample.min() == sample.max() and arr.min() == arr.max():
+        flags |= FRAME_FLAGS["blank"]
+    if arr.dtype.kind in "ui":
+        top = np.iinfo(arr.dtype).max
+        if np.count_nonzero(sample == top) >= SATURATED_FRACTION / 2 * sample.size \
+                and np.count_nonzero(arr == top) >= SATURATED_FRACTION * arr.size:
+            flags |= FRAME_FLAGS["saturated"]
+    return flags
 _END = object()
 
 
@@ -357,13 +378,15 @@ class Engine:
 
     def _decompose(self, frame: Frame, arr: np.ndarray) -> Decomposition:
         """Run the cascade on one frame; the result is in the input's units."""
-        x, valid = self.cascade.upload(arr)
-        if not valid:
-            with self._lock:
-                self._counters["nonfinite"] += 1
-            log.warning("frame %d has NaN or Inf pixels: emitted, not trained on", frame.index)
+        x, finite = self.cascade.upload(arr)
+        flags = frame_flags(arr, finite)
+        if flags:
+            self._report_flags(frame.index, flags)
+        first = self.cascade.ring.count == 0
         seen = len(self.cascade.changes)
-        out = self.cascade.infer(x, valid)
+        out = self.cascade.infer(x, not flags)  # a flagged frame is shown, never trained on
+        if flags & (FRAME_FLAGS["blank"] | FRAME_FLAGS["saturated"]) and first:
+            self.cascade.norm.fitted = False  # the network units come from the first good frame
         self._recent.append((out.position, frame.index))
         if len(self.cascade.changes) > seen:
             self._report_change(out.position, frame.index)
@@ -371,8 +394,19 @@ class Engine:
         latency = (self.clock() - frame.arrival) * 1000.0 if frame.arrival else 0.0
         return Decomposition(
             index=frame.index, timestamp=frame.timestamp, raw=arr, slow=slow, fast=fast, components=comps,
-            residual=resid, model_version=self.trainer.version, warmup=out.warmup, latency_ms=latency,
+            residual=resid, model_version=self.trainer.version, warmup=out.warmup, latency_ms=latency, flags=flags,
         )
+
+    def _report_flags(self, index: int, flags: int) -> None:
+        """Count a flagged frame under each of its flags; log the first few of each kind."""
+        for name, bit in FRAME_FLAGS.items():
+            if flags & bit:
+                with self._lock:
+                    self._counters[name] += 1
+                    n = self._counters[name]
+                if n <= FLAGGED_LOGGED:
+                    log.warning("frame %d %s: written and flagged, not trained on%s", index, _FLAG_WHY[name],
+                                "" if n < FLAGGED_LOGGED else f" (further {name} frames are counted, not logged)")
 
     def _report_change(self, position: int, index: int) -> None:
         """Count and log a sudden change, named by the frame number where it began."""

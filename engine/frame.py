@@ -42,3 +42,4 @@ class Decomposition:
     model_version: int
     warmup: bool
     latency_ms: float = 0.0
+    flags: int = 0  # what was wrong with the frame (hdf5_sink.FRAME_FLAGS: non-finite, blank, saturated)

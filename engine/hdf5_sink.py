@@ -25,8 +25,6 @@ from .superblock import clear_write_flags, open_for_write
 log = logging.getLogger("lagsplit.hdf5")
 
 GAP_REASONS = ("dropped", "rejected", "missing", "not processed")  # /gaps/reason: the position in this tuple
-# /frames/flags: what was wrong with a frame that was still processed, one bit each
-FRAME_FLAGS = {"nonfinite": 1, "blank": 2, "saturated": 4}
 FRAME_COLUMNS = (("index", np.int64), ("timestamp", np.float64), ("model_version", np.int64), ("warmup", np.uint8),
                  ("latency_ms", np.float32), ("flags", np.uint8))  # /frames/<name>, one value per row
 RESUME_COLUMNS = (("row", np.int64), ("after_index", np.int64), ("time", np.float64), ("model_version", np.int64))

@@ -10,7 +10,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from lagsplit.engine.hdf5_sink import FRAME_FLAGS, GAP_REASONS, committed_rows, read_counters
+from lagsplit.engine.contracts import FRAME_FLAGS
+from lagsplit.engine.hdf5_sink import GAP_REASONS, committed_rows, read_counters
 from lagsplit.engine.superblock import open_for_write
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from lagsplit.adapters.synthetic import ArrayStream
@@ -19,10 +20,11 @@ from lagsplit.cli import app
 from lagsplit.engine.cascade import Cascade
 from lagsplit.engine.config import OutputConfig, RuntimeConfig
 from lagsplit.engine.engine import Engine
+from lagsplit.engine.frame import Frame
 from lagsplit.engine.hdf5_sink import HDF5Sink, read_counters
 from lagsplit.engine.threaded_sink import ThreadedSink
 from lagsplit.engine.trainer import OnlineTrainer
-from tests.support import FAST_CLI
+from tests.support import FAST_CLI, run_engine
 
 PER_FRAME = ("slow", "fast", "raw", "frames/index", "frames/timestamp", "frames/model_version", "frames/warmup",
              "frames/latency_ms")
@@ -241,3 +243,68 @@ def test_with_drop_every_frame_a_slow_disk_costs_is_counted_and_a_gap(tmp_path, 
     assert covered == sorted(set(range(len(noise_stack))) - set(kept))  # every dropped frame, none twice
     assert {reason for *_, reason in gaps} == {"dropped"}
     assert (counters["dropped"], counters["processed"], counters["gaps"]) == (status.dropped, len(kept), len(gaps))
+
+
+# ---- bad frames ----------------------------------------------------------------------------------------
+
+class Frames:
+    """An adapter that hands over the frames it is given, numbered from 0."""
+
+    def __init__(self, frames):
+        self.frames = frames
+
+    def open(self): ...
+    def close(self): ...
+
+    def __iter__(self):
+        for i, a in enumerate(self.frames):
+            yield Frame(i, float(i), a)
+
+
+def _flags(f: h5py.File) -> dict[int, int]:
+    return {int(i): int(v) for i, v in zip(f["frames/index"][:], f["frames/flags"][:]) if v}
+
+
+def test_nan_inf_blank_and_misshapen_frames_are_flagged_or_rejected_and_the_run_goes_on(tmp_path, noise_stack, small_model, fixed_train):
+    movie = [a.astype(np.float32) for a in np.concatenate([noise_stack, noise_stack])]  # 60 frames
+    movie[10][3, 4] = np.nan
+    movie[11][:, :5] = np.inf
+    movie[15] = np.zeros_like(movie[15])
+    movie[25] = movie[25][:, :-1]  # another shape
+    path = tmp_path / "bad.h5"
+    status, cascade = run_engine(Frames(movie), small_model, fixed_train, path=path)
+    assert status.state.value == "finished" and status.processed == 59
+    with h5py.File(path, "r") as f:
+        flags = _flags(f)
+        counters = read_counters(f)
+        gaps = _gaps(f)
+        slow = f["slow"][:]
+        versions = f["frames/model_version"][:]
+    assert flags == {10: 1, 11: 1, 15: 2}  # non-finite, non-finite, blank
+    assert (counters["nonfinite"], counters["blank"], counters["rejected"]) == (2, 1, 1)
+    assert gaps == [(25, 1, "rejected")]
+    assert np.isfinite(slow[12:]).all()  # the non-finite pixels stayed in their own frames
+    assert versions[-1] > versions[30] > versions[12]  # training went on
+    # none of them was trained on: the ring marks their positions invalid
+    valid = cascade.ring.valid[cascade.ring.slots(torch.arange(cascade.ring.count))].tolist()
+    assert [p for p, ok in enumerate(valid, start=cascade.ring.count - len(valid)) if not ok] == \
+        [p for p in (10, 11, 15) if p >= cascade.ring.count - len(valid)]
+
+
+def test_a_saturated_or_blank_camera_frame_is_flagged_and_the_units_come_from_a_good_frame(tmp_path, noise_stack, small_model, fixed_train):
+    movie = list(noise_stack.copy())
+    movie[0] = np.zeros_like(movie[0])  # the camera's first frame came out blank
+    movie[8] = movie[8].copy()
+    movie[8][:, 4:] = np.iinfo(np.uint16).max  # 7/8 of the pixels saturated
+    movie[9] = np.full_like(movie[9], np.iinfo(np.uint16).max)
+    path = tmp_path / "sat.h5"
+    status, cascade = run_engine(Frames(movie), small_model, fixed_train, path=path)
+    with h5py.File(path, "r") as f:
+        flags = _flags(f)
+        counters = read_counters(f)
+        slow = f["slow"][:]
+    assert flags == {0: 2, 8: 4, 9: 6}  # blank; saturated; both
+    assert (counters["blank"], counters["saturated"], counters["processed"]) == (2, 2, len(movie))
+    good = noise_stack[1].astype(np.float32)
+    assert cascade.norm.offset == pytest.approx(float(np.median(good)))  # not the blank frame's zeros
+    assert np.abs(slow[-1] - noise_stack[-8:].mean(0)).mean() < 0.2 * noise_stack.mean()
