@@ -2,6 +2,9 @@
 last ``keep`` rows), FrameWindow holds the last ``keep`` rows in order, in bounded memory."""
 from __future__ import annotations
 
+import os
+import time
+
 import h5py
 import numpy as np
 import pytest
@@ -76,6 +79,8 @@ def test_the_follower_waits_for_a_file_not_written_yet_and_refuses_a_foreign_one
     foreign = tmp_path / "other.h5"
     with h5py.File(foreign, "w") as f:
         f.create_dataset("data", data=np.zeros(3))
+    assert RunFollower(foreign).poll() is None  # just written: a run may be writing its first attributes
+    os.utime(foreign, (time.time() - 60, time.time() - 60))
     with pytest.raises(NotARunFile, match="lacks lagsplit_version"):
         RunFollower(foreign).poll()
 
@@ -84,3 +89,31 @@ def test_default_keep_fits_the_memory_budget():
     keep = default_keep((512, 512), [np.uint16, np.float32, np.float32], mib=512)
     assert keep * 1.5 * 512 * 512 * 10 <= 512 << 20 and keep > 100
     assert default_keep((4096, 4096), [np.float32] * 3, mib=16) == 8
+
+
+def test_a_look_that_races_the_writer_is_retried_with_the_file_reopened(run_file, monkeypatch):
+    fol = RunFollower(run_file, keep=4)
+    real = RunFollower._read
+    calls = {"n": 0}
+
+    def flaky(self, f):
+        calls["n"] += 1
+        if calls["n"] in (2, 3):  # what HDF5 raises when a refresh meets a half-written extent
+            raise OSError("Unable to refresh dataset (invalid dataset size, likely file corruption)")
+        return real(self, f)
+
+    monkeypatch.setattr(RunFollower, "_read", flaky)
+    try:
+        first = fol.poll()
+        assert len(first) == 4
+        for _ in range(2):
+            upd = fol.poll()
+            assert len(upd) == 0 and upd.first_row == first.total and fol.file is None  # reopened next time
+        assert len(fol.poll()) == 0 and fol.failures == 0 and fol.file is not None
+        monkeypatch.setattr(RunFollower, "_read", lambda self, f: (_ for _ in ()).throw(OSError("gone")))
+        for _ in range(24):
+            fol.poll()
+        with pytest.raises(OSError, match="25 looks in a row failed: gone"):
+            fol.poll()
+    finally:
+        fol.close()

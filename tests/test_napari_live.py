@@ -58,12 +58,12 @@ def test_the_widget_follows_a_run_another_process_writes_to_its_last_frame(qtbot
         viewer.dims.set_current_step(0, 1)  # the user looks at an early frame ...
         assert not live.following
         held = live.rows
-        qtbot.waitUntil(lambda: live.rows > held + 2, timeout=30_000)
+        qtbot.waitUntil(lambda: live.rows > held + 2, timeout=90_000)
         assert viewer.dims.current_step[0] == 1  # ... and stays on it while frames arrive
         viewer.dims.set_current_step(0, live.rows - 1)  # back to the end: follows again
         assert live.following
         assert proc.wait(timeout=120) == 0, proc.stdout.read()
-        qtbot.waitUntil(lambda: live.rows == FRAMES, timeout=30_000)
+        qtbot.waitUntil(lambda: live.rows == FRAMES, timeout=90_000)
         with h5py.File(out, "r") as f:
             assert len(f["frames/index"]) == FRAMES
             for name in ("raw", "slow", "fast"):
@@ -91,7 +91,7 @@ def test_the_layers_hold_only_the_last_keep_frames(qtbot, tmp_path):
     viewer, widget = _widget(qtbot, keep=8)
     try:
         live = widget.follow(out)
-        qtbot.waitUntil(lambda: live.rows == 8 and live.last is not None, timeout=30_000)
+        qtbot.waitUntil(lambda: live.rows == 8 and live.last is not None, timeout=90_000)
         with h5py.File(out, "r") as f:
             n = len(f["frames/index"])
             layer = next(la for la in viewer.layers if la.name == "slow")

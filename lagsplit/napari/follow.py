@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from lagsplit.run_file import (
+    NotARunFile,
     Rows,
     Scale,
     image_names,
@@ -31,6 +32,10 @@ from lagsplit.run_file import (
     read_scale,
 )
 
+FRESH_S = 5.0
+"""A file that does not look like a run file yet is waited for while it changed this recently (s)."""
+MAX_FAILURES = 25
+"""Looks in a row that may fail to read the file (a race with the writer) before following stops."""
 KEEP_MIB = 512
 """Memory for the rows held when ``keep`` is not given (MiB, all channels together)."""
 
@@ -53,6 +58,12 @@ class Update:
     def __len__(self) -> int:
         return len(self.rows.index)
 
+    def nothing_new(self, first_row: int) -> Update:
+        """This update's state with no rows (a look that found nothing it could read)."""
+        r = self.rows
+        rows = Rows(first_row, r.index[:0], r.timestamp[:0], r.warmup[:0], r.latency_ms[:0], r.gaps, r.t0)
+        return replace(self, first_row=first_row, images={k: v[:0] for k, v in self.images.items()}, rows=rows)
+
 
 def default_keep(frame_shape: tuple[int, int], dtypes: list[np.dtype], mib: int = KEEP_MIB) -> int:
     """Rows to keep so that a FrameWindow of these channels fits in ``mib`` MiB (at least 8)."""
@@ -72,6 +83,8 @@ class RunFollower:
         self.keep = keep
         self.file: h5py.File | None = None
         self.done = 0
+        self.failures = 0
+        self._last: Update | None = None
 
     def poll(self) -> Update | None:
         f = self.file
@@ -79,6 +92,21 @@ class RunFollower:
             f = self._open()
             if f is None:
                 return None
+        try:
+            upd = self._read(f)
+        except (OSError, RuntimeError, ValueError) as exc:
+            # HDF5 can refuse a refresh that races the writer ("invalid dataset size"): look
+            # again with the file opened afresh; give up only when it keeps failing
+            self.failures += 1
+            self.close()
+            if self.failures >= MAX_FAILURES:
+                raise OSError(f"{self.path}: {self.failures} looks in a row failed: {exc}") from exc
+            return None if self._last is None else self._last.nothing_new(self.done)
+        self.failures = 0
+        self._last = upd
+        return upd
+
+    def _read(self, f: h5py.File) -> Update:
         names = image_names(f)
         watched = [f[n] for n in names] + [f["frames"][k] for k in ("index", "timestamp", "warmup", "latency_ms")]
         watched += [f["gaps"][k] for k in ("first_index", "count", "reason")] + [f["counters"]]
@@ -100,9 +128,13 @@ class RunFollower:
         if not self.path.is_file():
             return None
         try:
-            self.file = open_run(self.path)  # NotARunFile propagates: following it would never work
+            self.file = open_run(self.path)
         except OSError:
             return None  # still being created, or not in SWMR mode yet
+        except NotARunFile:
+            if time.time() - self.path.stat().st_mtime < FRESH_S:
+                return None  # a run may be writing its first attributes
+            raise  # a file of another kind: following it would never work
         return self.file
 
     def close(self) -> None:
