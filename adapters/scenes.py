@@ -20,6 +20,9 @@ The default knobs (spot and filament counts) are made for 128x128 px frames;
 | blinking | spots that blink in place |
 | step | a sudden illumination step two thirds into the movie |
 | jump | a sudden stage jump (the whole field shifts) two thirds into the movie |
+| fade | strong photobleaching: the sample fades 4x by frame 100, exponentially, to a tenth |
+| fademap | as fade, at rates that differ across the field (2x to 6x by frame 100) |
+| fademove | strong photobleaching under slowly moving spots (0.2-1 px/frame) |
 """
 from __future__ import annotations
 
@@ -196,6 +199,19 @@ class Walkers:
             flip = (low | high).any(1)
             self.angle[flip] += np.pi
         return self.pos.copy()
+
+
+def fading(frames: int, fade: np.ndarray | float, by: int = 100, floor: float = 0.1) -> np.ndarray:
+    """Photobleaching: the brightness left at each frame, ``floor + (1 - floor) exp(-t / tau)``
+    (an exponential decay to the part that does not bleach), ``tau`` chosen so that the
+    brightness has fallen ``fade``-fold by frame ``by``. ``fade`` one value, or an (H, W) map
+    of them: (frames,) or (frames, H, W)."""
+    fade = np.asarray(fade, np.float64)
+    if np.any(fade <= 1) or np.any(1 / fade <= floor):
+        raise ValueError(f"fade must lie between 1 and 1/floor = {1 / floor:g}, got {fade.min():g}..{fade.max():g}")
+    tau = by / np.log((1 - floor) / (1 / fade - floor))
+    t = np.arange(frames, dtype=np.float64).reshape(-1, *[1] * fade.ndim)
+    return floor + (1 - floor) * np.exp(-t / tau)
 
 
 def _finish(name: str, slow: np.ndarray, fast: np.ndarray, spots: list[np.ndarray], rng: np.random.Generator,
@@ -388,6 +404,57 @@ def jump_scene(frames: int = 300, size: int = 128, seed: int = 0, at: float = 2 
                          f"stage jump of {jump} px at frame {int(round(at * frames))}")
 
 
+def _fade_scene(name: str, number: int, frames: int, size: int, seed: int, fade: float | tuple[float, float],
+                n_spots: int, level: float, spot_peak: float, n_filaments: int, walk: dict,
+                notes: str) -> Scene:
+    """A cell-like sample that bleaches (:func:`fading`; ``fade`` a pair: the fold by frame
+    100 goes from one to the other along a random direction across the field), under spots
+    of constant brightness (fresh molecules) moving as ``walk`` says."""
+    rng = np.random.default_rng((seed, number))
+    field = CellField(rng, size, level, n_filaments=n_filaments)
+    if isinstance(fade, tuple):
+        angle = rng.uniform(0, 2 * np.pi)
+        yy, xx = (np.mgrid[0:size, 0:size] + 0.5) / size - 0.5
+        along = (yy * np.sin(angle) + xx * np.cos(angle)) / (abs(np.sin(angle)) + abs(np.cos(angle)))  # -0.5 .. 0.5
+        rate = fade[0] + (fade[1] - fade[0]) * (along + 0.5)
+    else:
+        rate = fade
+    left = fading(frames, rate)
+    if left.ndim == 1:
+        left = left[:, None, None]
+    slow = (field.render()[None] * left).astype(np.float32)
+    fast, spots = _moving_spots(rng, n_spots, frames, size, spot_peak, **walk)
+    return _finish(name, slow, fast, spots, rng, notes, fade=fade)
+
+
+def fade_scene(frames: int = 300, size: int = 128, seed: int = 0, fade: float = 4.0, n_spots: int = 30,
+               level: float = 60.0, spot_peak: float = 50.0, n_filaments: int = 3) -> Scene:
+    """The sample bleaches ``fade``-fold by frame 100 and on to a tenth of its brightness
+    (:func:`fading`); Brownian spots keep theirs."""
+    return _fade_scene("fade", 9, frames, size, seed, fade, n_spots, level, spot_peak, n_filaments,
+                       dict(step=(0.5, 1.2), speed=(0.0, 1.0), turn=0.3),
+                       f"sample fades {fade:g}x by frame 100, exponentially, to a tenth")
+
+
+def fademap_scene(frames: int = 300, size: int = 128, seed: int = 0, fade: tuple[float, float] = (2.0, 6.0),
+                  n_spots: int = 30, level: float = 60.0, spot_peak: float = 50.0, n_filaments: int = 3) -> Scene:
+    """As :func:`fade_scene`, the fold by frame 100 going from ``fade[0]`` to ``fade[1]`` in a
+    straight gradient across the field (corner to corner or side to side, at a random angle)."""
+    return _fade_scene("fademap", 10, frames, size, seed, tuple(fade), n_spots, level, spot_peak, n_filaments,
+                       dict(step=(0.5, 1.2), speed=(0.0, 1.0), turn=0.3),
+                       f"sample fades {fade[0]:g}x to {fade[1]:g}x by frame 100 across the field")
+
+
+def fademove_scene(frames: int = 300, size: int = 128, seed: int = 0, fade: float = 5.0, n_spots: int = 30,
+                   level: float = 60.0, spot_peak: float = 50.0, speed: tuple[float, float] = (0.2, 1.0),
+                   n_filaments: int = 3) -> Scene:
+    """The sample bleaches ``fade``-fold by frame 100 under spots moving slowly and steadily
+    (``speed`` px/frame, heading turning by 0.1 rad/frame): they linger for frames over each pixel."""
+    return _fade_scene("fademove", 11, frames, size, seed, fade, n_spots, level, spot_peak, n_filaments,
+                       dict(speed=speed, turn=0.1),
+                       f"sample fades {fade:g}x by frame 100, spots moving {speed[0]:g}-{speed[1]:g} px/frame")
+
+
 SCENES: dict[str, Callable[..., Scene]] = {
     "filaments": filaments_scene,
     "brownian": brownian_scene,
@@ -398,6 +465,9 @@ SCENES: dict[str, Callable[..., Scene]] = {
     "blinking": blinking_scene,
     "step": step_scene,
     "jump": jump_scene,
+    "fade": fade_scene,
+    "fademap": fademap_scene,
+    "fademove": fademove_scene,
 }
 """Every scene by name, in the order of the table above: the benchmark's, the demo's and
 ``source.kind = "synthetic"``'s."""

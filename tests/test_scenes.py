@@ -40,6 +40,51 @@ def test_bleaching_halves_the_background_and_keeps_the_spots():
     assert s.fast[0].max() == pytest.approx(s.fast[-1].max(), rel=0.35)
 
 
+def _fold(scene, t: int = 100) -> np.ndarray:
+    """How many times dimmer each pixel of the sample is at frame ``t`` than at frame 0."""
+    return scene.slow[0].astype(np.float64) / scene.slow[t]
+
+
+def test_fade_dims_the_sample_fourfold_by_frame_100_exponentially_and_keeps_the_spots():
+    s = make_scene("fade", seed=1, frames=160, size=32)
+    assert np.allclose(_fold(s), 4.0, rtol=1e-4)  # everywhere alike
+    mean = s.slow.mean(axis=(1, 2)).astype(np.float64)
+    assert mean[0] / mean[100] == pytest.approx(4.0, rel=1e-4)
+    excess = mean / mean[0] - 0.1  # exponential decay towards a tenth: a constant ratio per frame
+    ratios = excess[1:] / excess[:-1]
+    assert np.allclose(ratios, ratios[0], rtol=1e-4) and ratios[0] < 0.99
+    assert mean[-1] < mean[100] and mean[-1] / mean[0] > 0.1
+    spots_then, spots_now = s.fast[:20].mean(), s.fast[100:120].mean()
+    assert 0.8 < spots_now / spots_then < 1.25  # the spots (fresh molecules) keep their brightness
+    assert s.movie.mean(axis=(1, 2))[100] < 0.5 * s.movie.mean(axis=(1, 2))[0]
+
+
+def test_fademap_fades_at_rates_that_change_smoothly_across_the_field():
+    s = make_scene("fademap", seed=1, frames=110, size=48)
+    fold = _fold(s)
+    assert 1.95 < fold.min() < 2.3 and 5.7 < fold.max() < 6.05
+    assert s.slow.mean(axis=(1, 2))[0] / s.slow.mean(axis=(1, 2))[100] >= 3.0
+    steps = np.abs(np.diff(fold, axis=0)).max(), np.abs(np.diff(fold, axis=1)).max()
+    assert max(steps) < 4.0 * 2 / 48  # a gradient: neighbours differ by at most the slope
+    other = make_scene("fademap", seed=2, frames=110, size=48)
+    assert not np.allclose(_fold(other), fold)  # another seed, another direction
+
+
+def test_fademove_spots_move_slowly_on_a_fading_sample():
+    s = make_scene("fademove", seed=1, frames=120, size=64)
+    assert np.allclose(_fold(s), 5.0, rtol=1e-4)
+    steps = np.stack([np.linalg.norm(b - a, axis=1) for a, b in zip(s.spots[:-1], s.spots[1:])])  # (T-1, spots)
+    assert steps.max() <= 1.0 + 1e-9  # never faster than 1 px/frame (slower only where reflected at an edge)
+    typical = np.median(steps, axis=0)
+    assert typical.min() >= 0.2 - 1e-9 and typical.max() <= 1.0
+    assert typical.max() - typical.min() > 0.4  # speeds spread over the range
+
+
+def test_fading_refuses_a_fold_the_floor_cannot_reach():
+    with pytest.raises(ValueError, match="fade must lie between 1 and 1/floor"):
+        scenes.fading(10, 12.0)
+
+
 def test_dense_covers_a_fifth_of_the_field():
     s = make_scene("dense", seed=1, frames=5, size=64)
     yy, xx = np.mgrid[0:64, 0:64]
@@ -84,8 +129,9 @@ def test_lowlight_has_a_few_photons_over_the_camera_offset():
 def test_the_registry_lists_every_scene_and_builds_each_by_name():
     """One registry: every factory of adapters.scenes, in the order of its docstring's table,
     each built by make_scene and played by the synthetic adapter under its name."""
-    factories = {n for n, f in vars(scenes).items() if n.endswith("_scene") and inspect.isfunction(f)}
-    assert {f.__name__ for f in SCENES.values()} == factories - {"make_scene", "_change_scene"}
+    factories = {n for n, f in vars(scenes).items()
+                 if n.endswith("_scene") and not n.startswith("_") and inspect.isfunction(f)}
+    assert {f.__name__ for f in SCENES.values()} == factories - {"make_scene"}
     table = [line.split("|")[1].strip() for line in scenes.__doc__.splitlines() if line.startswith("| ")][2:]
     assert list(SCENES) == table
     for name in SCENES:
