@@ -117,6 +117,11 @@ class TrainConfig(Settings):
     per step (0: the trained weights themselves)."""
     grad_clip: float = Field(1.0, gt=0)
     """Gradient-norm clip; a step whose gradient is not finite is skipped and counted."""
+    diverge_ratio: float = Field(10.0, ge=0)
+    """A step whose loss exceeds this multiple of the median of its stage's last 32 losses,
+    where the weights before the previous step do better on the same batch, is a divergence:
+    those weights are restored, the step is skipped and counted (train_skipped); inference
+    only ever averages weights a later step's loss has confirmed. 0 turns the check off."""
     init: str | None = None
     """Weights file (from `lagsplit pretrain`) to start from instead of random weights."""
 

@@ -9,9 +9,11 @@ import copy
 import logging
 import math
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -19,6 +21,8 @@ from .cascade import Cascade
 from .config import TrainConfig
 
 log = logging.getLogger("lagsplit.trainer")
+RECENT_LOSSES = 32  # accepted losses per stage whose median a diverging loss is compared with
+DIVERGED_LOGGED = 10  # divergences logged; the rest are counted
 SLACK_POLL_S = 0.005  # how often an idle training thread looks for slack
 
 _LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -60,7 +64,13 @@ class OnlineTrainer:
             cascade.infer_nets = [copy.deepcopy(n).eval() for n in cascade.nets]
         self.gen = torch.Generator().manual_seed(cascade.cfg.seed + 1)
         self.version = 0  # steps completed; every output row records it
-        self.skipped = 0  # steps skipped for a non-finite loss or gradient
+        self.skipped = 0  # steps skipped for a non-finite loss or gradient, or a divergence
+        self.diverged = 0  # of those, steps whose previous step had made the loss explode
+        # divergence (cfg.diverge_ratio): per stage, the losses of recent accepted steps, the
+        # weights before the last step taken, and whether that step awaits confirmation
+        self._recent: list[deque[float]] = [deque(maxlen=RECENT_LOSSES) for _ in cascade.lags]
+        self._before: list[list[torch.Tensor] | None] = [None] * len(cascade.lags)
+        self._unconfirmed = [False] * len(cascade.lags)
         self.last_loss = [math.nan] * len(cascade.lags)
         self._rotate = 0
         # the training thread (slack mode, after start())
@@ -239,10 +249,18 @@ class OnlineTrainer:
         loss_fn = F.l1_loss if stage == 0 else _LOSSES[self.cfg.fast_loss]
         net.train()
         loss = loss_fn(net(xb), yb)
-        if not torch.isfinite(loss):
-            self.skipped += 1
-            opt.zero_grad(set_to_none=True)
-            return None
+        if not torch.isfinite(loss) or self._exploded(stage, float(loss.detach())):
+            verdict = self._diverged(stage, net, loss_fn, xb, yb, float(loss.detach()))
+            if verdict == "diverged":
+                return None
+            if verdict == "data changed":
+                loss = loss_fn(net(xb), yb)  # the weights were put back in place: a fresh graph
+            if not torch.isfinite(loss):
+                self.skipped += 1
+                opt.zero_grad(set_to_none=True)
+                return None
+        self._confirm(stage, net)
+        self._recent[stage].append(float(loss.detach()))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(net.parameters(), self.cfg.grad_clip)
@@ -250,10 +268,59 @@ class OnlineTrainer:
             self.skipped += 1
             opt.zero_grad(set_to_none=True)
             return None
+        if self.cfg.diverge_ratio > 0:
+            self._before[stage] = [p.detach().clone() for p in net.parameters()]
+            self._unconfirmed[stage] = True
         opt.step()
+        if self.cfg.diverge_ratio <= 0:
+            self._average(stage, net)  # no confirmation asked for: averaged at once
+        self.cascade.stage_steps[stage] += 1
+        return float(loss.detach())
+
+    # ---- divergence ---------------------------------------------------------------------------
+    def _exploded(self, stage: int, loss: float) -> bool:
+        """The loss is ``diverge_ratio`` times the median of the stage's recent ones or more."""
+        recent = self._recent[stage]
+        return self.cfg.diverge_ratio > 0 and bool(recent) and loss > self.cfg.diverge_ratio * float(np.median(recent))
+
+    def _diverged(self, stage: int, net, loss_fn, xb: torch.Tensor, yb: torch.Tensor, loss: float) -> str | None:
+        """A loss that exploded (or is not finite) right after a step: if the weights before
+        that step do better on the same batch, the step diverged: they are restored, and this
+        step is skipped and counted ("diverged"). If they do as badly, the data changed (a
+        sudden change): the recent losses start afresh and training goes on ("data changed").
+        None when there is no step to blame."""
+        before = self._before[stage]
+        if before is None or not self._unconfirmed[stage]:
+            return None
+        with torch.no_grad():
+            now = [p.detach().clone() for p in net.parameters()]
+            torch._foreach_copy_(list(net.parameters()), before)
+            was = float(loss_fn(net(xb), yb))
+        recent = self._recent[stage]
+        if np.isfinite(was) and not self._exploded(stage, was):
+            self._unconfirmed[stage] = False
+            self.skipped += 1
+            self.diverged += 1
+            if self.diverged <= DIVERGED_LOGGED:
+                log.warning("training step of lag %d diverged (loss %.4g, %.0f x the recent median %.4g): the "
+                            "weights before it are restored and the step skipped%s", self.cascade.lags[stage], loss,
+                            loss / max(float(np.median(recent)), 1e-12), float(np.median(recent)),
+                            "" if self.diverged < DIVERGED_LOGGED else " (further divergences are counted, not logged)")
+            return "diverged"
+        with torch.no_grad():
+            torch._foreach_copy_(list(net.parameters()), now)  # the data changed: keep the newest weights
+        recent.clear()
+        return "data changed"
+
+    def _confirm(self, stage: int, net) -> None:
+        """This step's loss is in line with the recent ones: the previous step's weights are
+        good, and only now enter the average inference reads."""
+        if self._unconfirmed[stage]:
+            self._average(stage, net)
+            self._unconfirmed[stage] = False
+
+    def _average(self, stage: int, net) -> None:
         if self.cascade.infer_nets is not None:
             with torch.no_grad():
                 avg = list(self.cascade.infer_nets[stage].parameters())
                 torch._foreach_lerp_(avg, list(net.parameters()), 1.0 - self.cfg.ema)
-        self.cascade.stage_steps[stage] += 1
-        return float(loss.detach())

@@ -15,15 +15,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lagsplit.adapters.synthetic import ArrayStream
+from lagsplit.adapters.synthetic import ArrayStream, make_scene
 from lagsplit.cli import app
 from lagsplit.engine.cascade import Cascade
-from lagsplit.engine.config import OutputConfig, RuntimeConfig
+from lagsplit.engine.config import ModelConfig, OutputConfig, RuntimeConfig, TrainConfig
 from lagsplit.engine.engine import Engine
 from lagsplit.engine.frame import Frame
 from lagsplit.engine.hdf5_sink import HDF5Sink, read_counters
 from lagsplit.engine.threaded_sink import ThreadedSink
 from lagsplit.engine.trainer import OnlineTrainer
+from lagsplit.metrics import nrmse
 from tests.support import FAST_CLI, run_engine
 
 PER_FRAME = ("slow", "fast", "raw", "frames/index", "frames/timestamp", "frames/model_version", "frames/warmup",
@@ -308,3 +309,48 @@ def test_a_saturated_or_blank_camera_frame_is_flagged_and_the_units_come_from_a_
     good = noise_stack[1].astype(np.float32)
     assert cascade.norm.offset == pytest.approx(float(np.median(good)))  # not the blank frame's zeros
     assert np.abs(slow[-1] - noise_stack[-8:].mean(0)).mean() < 0.2 * noise_stack.mean()
+
+
+# ---- training faults -----------------------------------------------------------------------------------
+
+def _diverging_run(path: Path, scene, ratio: float, lr: float = 1.0, spy: list | None = None):
+    """The scene through the real engine and file; ``spy`` collects the verdict on each loss
+    that exploded."""
+    model = ModelConfig(lags=(4, 2, 1), base_channels=4, levels=1, device="cpu", seed=3, gate_decay=0)  # no gate to hide it
+    train = TrainConfig(mode="fixed", steps_per_frame=1, warmup_steps=5, batch=2, crop=16, history=16, lr=lr,
+                        diverge_ratio=ratio)
+    judge = OnlineTrainer._diverged
+
+    def spying(self, *args):
+        verdict = judge(self, *args)
+        spy.append(verdict)
+        return verdict
+
+    with pytest.MonkeyPatch.context() as mp:
+        if spy is not None:
+            mp.setattr(OnlineTrainer, "_diverged", spying)
+        status, _ = run_engine(ArrayStream(scene.movie), model, train, path=path)
+    with h5py.File(path, "r") as f:
+        late = slice(50, None)
+        return status, read_counters(f), nrmse(f["slow"][late], scene.slow[late])
+
+
+def test_a_diverging_training_step_is_skipped_and_counted_and_the_last_good_weights_make_the_output(tmp_path):
+    scene = make_scene("filaments", frames=90, size=32, seed=1, n_filaments=2, n_spots=4)
+    _, counters, calm = _diverging_run(tmp_path / "calm.h5", scene, 10.0, lr=3e-3)
+    status, counters, guarded = _diverging_run(tmp_path / "lr1.h5", scene, 10.0)
+    assert counters["train_skipped"] == status.train_skipped > 10  # lr = 1.0: every other step blows up
+    assert status.train_steps > 20  # the steps that did not diverge were taken
+    assert guarded < 1.5 * calm  # the output kept coming from good weights
+    _, unguarded_counters, unguarded = _diverging_run(tmp_path / "off.h5", scene, 0.0)
+    assert unguarded_counters["train_skipped"] == 0 and unguarded > 1000 * calm  # what the check prevents
+
+
+def test_a_sudden_change_in_the_data_is_not_taken_for_a_divergence(tmp_path):
+    scene = make_scene("filaments", frames=90, size=32, seed=1, n_filaments=2, n_spots=4)
+    scene.movie = scene.movie.astype(np.float32)
+    scene.movie[50:] *= 100  # the illumination steps up: losses jump tenfold, whatever the weights
+    scene.slow = scene.slow * np.where(np.arange(90) < 50, 1.0, 100.0)[:, None, None]
+    exploded = []
+    status, counters, _ = _diverging_run(tmp_path / "step.h5", scene, 10.0, lr=3e-3, spy=exploded)
+    assert exploded and counters["train_skipped"] == 0 and status.train_steps >= 80
