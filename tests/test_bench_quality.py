@@ -9,7 +9,15 @@ import pytest
 from typer.testing import CliRunner
 
 from lagsplit.adapters.scenes import make_scene, render_spots
-from lagsplit.bench.baselines import MOG2, ExponentialAverage, IncrementalPCABackground, RobustPCA, RunningMedian
+from lagsplit.bench.baselines import (
+    MOG2,
+    ExponentialAverage,
+    IncrementalPCABackground,
+    RobustPCA,
+    RunningMedian,
+    online_grid,
+)
+from lagsplit.bench.engine_method import bench_config, run_engine
 from lagsplit.bench.levers import DEFAULT, Lever, LeverScore, LeversRun, load_levers
 from lagsplit.bench.quality import (
     LAGSPLIT,
@@ -17,14 +25,18 @@ from lagsplit.bench.quality import (
     QualityRun,
     SceneResult,
     Score,
+    WarmupResult,
+    _family_results,
     baseline_scores,
+    bench_scene,
     central_crop,
+    lagsplit_overrides,
 )
 from lagsplit.bench.report import END, START, levers_markdown, quality_markdown, write_levers, write_section
 from lagsplit.bench.spots import Candidates, best_f1, spot_f1
 from lagsplit.cli import app
 from lagsplit.config import ConfigError, load_config
-from lagsplit.metrics import frame_errors, recovery_frames, slowness
+from lagsplit.metrics import frame_errors, nrmse, recovery_frames, slowness
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -224,9 +236,11 @@ def test_bench_quality_quick_writes_the_table_and_a_figure(tmp_path):
     assert {"lagsplit", "running median", "running median + blur", "exponential average", "OpenCV MOG2",
             "incremental PCA", "robust PCA (offline) *"} <= methods
     lag = next(r for r in rows if r.split("|")[2].strip() == "lagsplit")
-    slow, fast, f1 = (float(lag.split("|")[i].strip().strip("*")) for i in (4, 5, 6))
-    assert 0 < slow < 5 and 0 < fast < 5 and 0 <= f1 <= 1
+    slow, slow_all, fast, f1 = (float(lag.split("|")[i].strip().strip("*")) for i in (4, 5, 6, 7))
+    assert 0 < slow < 5 and 0 < slow_all < 5 and 0 < fast < 5 and 0 <= f1 <= 1
     assert "step(s)/frame" in lag
+    assert "### From the first frame" in report and "### lagsplit against offline robust PCA" in report
+    assert "Fast frame-mean bias" not in report  # filaments' sample does not fade
     png = out / "quality_filaments.png"
     assert png.exists() and png.stat().st_size > 1000
 
@@ -244,9 +258,157 @@ def test_bench_quality_at_another_size_writes_its_own_section_and_keeps_the_128_
     assert "## Decomposition quality at 48x48 px" in section and "--size 48" in section
     assert "filaments (n_filaments=2, n_spots=3)" in section  # the 128 px crowding at 48 px
     lag = next(r for r in section.splitlines() if r.startswith("| filaments | lagsplit |"))
-    slow, f1 = (float(lag.split("|")[i].strip().strip("*")) for i in (4, 6))
+    slow, f1 = (float(lag.split("|")[i].strip().strip("*")) for i in (4, 7))
     assert 0 < slow < 5 and 0 <= f1 <= 1
     assert (out / "quality48_filaments.png").exists() and not (out / "quality_filaments.png").exists()
+
+
+def _table(text: str, header: str) -> dict[str, list[str]]:
+    """The rows of the markdown table whose header line starts with ``header``, by the
+    method in their second cell (the scene in the first where the table has no method)
+    and its cells, stripped."""
+    lines = text.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith(header))
+    rows = {}
+    for line in lines[i + 2:]:
+        if not line.startswith("| "):
+            break
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        key = cells[1] if "| method |" in header else cells[0]
+        rows[key.rstrip(" *")] = cells
+    return rows
+
+
+def _num(cell: str) -> str:
+    """A number cell without its bold."""
+    return cell.strip("*")
+
+
+def _frame_mean_bias(scene, slow: np.ndarray) -> np.ndarray:
+    """|frame mean of raw - slow - that of the true fast part| / frame mean of the true slow part."""
+    est = scene.movie.mean(axis=(1, 2), dtype=np.float64) - slow.mean(axis=(1, 2), dtype=np.float64)
+    return np.abs(est - scene.fast.mean(axis=(1, 2), dtype=np.float64)) / scene.slow.mean(axis=(1, 2), dtype=np.float64)
+
+
+QUICK_FRAMES, QUICK_SIZE, LAG_START, FIRST = 60, 48, 8, 20
+"""--quick plays 60 frames of 48x48 px: the engine's first frame after its longest lag (8)
+starts the all-frames score, a third of the movie the score after warm-up."""
+
+
+@pytest.fixture(scope="module")
+def fade_run(tmp_path_factory):
+    """``lagsplit bench quality --quick --scenes fade``'s report, beside the scene and what
+    the engine (fixed mode: the same run again) and each quick baseline make of it, here."""
+    out = tmp_path_factory.mktemp("fade")
+    res = CliRunner().invoke(app, ["bench", "quality", "--quick", "--scenes", "fade", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    scene = bench_scene("fade", QUICK_FRAMES, QUICK_SIZE, 1)
+    engine = run_engine(scene.movie, bench_config(lagsplit_overrides(QUICK_FRAMES, 1)))
+    baselines = {m.family: (m.setting, m.run(scene.movie)) for m in online_grid(quick=True)}
+    return (out / "BENCHMARKS.md").read_text(), scene, engine, baselines
+
+
+def test_every_method_is_scored_after_warm_up_and_over_all_frames_from_the_first_after_the_longest_lag(fade_run):
+    text, scene, engine, baselines = fade_run
+    rows = _table(text, "| scene | method |")
+    truth = scene.slow
+    for family, slow in [(LAGSPLIT, engine.slow), *((f, s) for f, (_, s) in baselines.items())]:
+        cells = rows[family]
+        assert _num(cells[3]) == f"{nrmse(slow[FIRST:], truth[FIRST:]):.3f}", family
+        assert _num(cells[4]) == f"{nrmse(slow[LAG_START:], truth[LAG_START:]):.3f}", family
+    assert any(_num(c[3]) != _num(c[4]) for c in rows.values())  # two measurements, not one twice
+    assert f"from frame {LAG_START} on, the first the engine emits after its longest lag" in text
+
+
+def test_lagsplits_warm_up_frames_are_scored_beside_the_best_causal_baseline_on_the_same_frames(fade_run):
+    text, scene, engine, baselines = fade_run
+    truth = scene.slow
+    flagged = np.flatnonzero(engine.warmup[LAG_START:]) + LAG_START
+    assert len(flagged) > 0  # the quick run's short warm-up still leaves a few
+    row = _table(text, "| scene | lagsplit slow, all frames |")["fade"]
+    lag_all = nrmse(engine.slow[LAG_START:], truth[LAG_START:])
+    every = {f: nrmse(s[LAG_START:], truth[LAG_START:]) for f, (_, s) in baselines.items()}
+    best_all = min(every, key=every.get)
+    assert row[1] == f"{lag_all:.3f}" and row[2] == f"{every[best_all]:.3f} ({best_all})"
+    assert row[3] == ("wins" if lag_all < every[best_all] else f"**loses** (best: {best_all} {every[best_all]:.3f})")
+    assert row[4] == str(int(np.flatnonzero(~engine.warmup)[0]))  # networks from
+    joined = flagged[-1] - flagged[0] + 1 == len(flagged)
+    assert row[5] == f"{len(flagged)} ({'' if joined else 'in '}{flagged[0]}-{flagged[-1]})"
+    lag_warm = nrmse(engine.slow[flagged], truth[flagged])
+    warm = {f: nrmse(s[flagged], truth[flagged]) for f, (_, s) in baselines.items()}
+    best = min(warm, key=warm.get)
+    assert row[6] == f"{lag_warm:.3f}"
+    assert row[7] == f"{warm[best]:.3f} ({best}, {baselines[best][0]})"
+    assert row[8] == ("no worse" if lag_warm <= warm[best] else f"**worse** (best: {best})")
+
+
+def test_fast_frame_mean_bias_is_measured_against_the_truth_on_every_frame_of_a_fading_scene(fade_run):
+    text, scene, engine, baselines = fade_run
+    rows = _table(text, "| scene | method | setting | max, all frames |")
+    every = {f: nrmse(s[LAG_START:], scene.slow[LAG_START:]) for f, (_, s) in baselines.items()}
+    best = min(every, key=every.get)
+    assert set(rows) == {LAGSPLIT, best}
+    for family, slow in ((LAGSPLIT, engine.slow), (best, baselines[best][1])):
+        bias = _frame_mean_bias(scene, slow)
+        cells = rows[family]
+        assert cells[3:7] == [f"{100 * bias[LAG_START:].max():.1f}%", f"{100 * bias[LAG_START:].mean():.1f}%",
+                              str(LAG_START + int(np.argmax(bias[LAG_START:]))), f"{100 * bias[FIRST:].max():.1f}%"], family
+    # a causal window a dozen frames long lags a sample that fades 1-2 % a frame
+    assert bias[LAG_START:].mean() > 0.05
+
+
+def test_lagsplits_slow_error_over_offline_robust_pcas_per_scene(fade_run):
+    text, scene, engine, _ = fade_run
+    rpca = RobustPCA(iterations=15).run(scene.movie)
+    truth = scene.slow
+    row = _table(text, "| scene | lagsplit slow | robust PCA slow | ratio |")["fade"]
+    lag, rob = nrmse(engine.slow[FIRST:], truth[FIRST:]), nrmse(rpca[FIRST:], truth[FIRST:])
+    lag_all, rob_all = nrmse(engine.slow[LAG_START:], truth[LAG_START:]), nrmse(rpca[LAG_START:], truth[LAG_START:])
+    assert row[1:] == [f"{lag:.3f}", f"{rob:.3f}", f"{lag / rob:.2f}", f"{lag_all:.3f}", f"{rob_all:.3f}",
+                       f"{lag_all / rob_all:.2f}"]
+    for label, mine, theirs in (("after warm-up", lag, rob), ("over all frames", lag_all, rob_all)):
+        line = (f"lagsplit beats offline robust PCA {label} on every scene." if mine < theirs else
+                f"lagsplit does not beat offline robust PCA {label} on 1 of 1 scenes: fade.")
+        assert line in text
+
+
+def _scored(family: str, setting: str, slow: float, slow_all: float, online: bool = True,
+            bias: np.ndarray | None = None) -> Score:
+    return Score(family, setting, slow, 1.0, 0.9, online=online, slow_all=slow_all, bias=bias)
+
+
+def test_verdicts_from_the_first_frame_name_where_lagsplit_loses_and_its_ratio_to_robust_pca():
+    """Scene a: lagsplit wins after warm-up but loses over all frames, its warm-up is no worse,
+    robust PCA beats it; scene b: it wins over all frames, its warm-up is worse. The baseline
+    setting best over all frames is not the one best after warm-up."""
+    bias = np.r_[np.full(LAG_START, 0.9), np.full(92, 0.01), [0.05], np.full(199, 0.02)]  # frames 0-7 not scored
+    scenes = []
+    for name, (lag, lag_all, warm_lag, rpca) in {"a": (0.20, 0.40, 0.30, 0.18), "b": (0.20, 0.25, 0.50, 0.25)}.items():
+        scores = [_scored(LAGSPLIT, "1 step", lag, lag_all, bias=bias),
+                  _scored("running median", "8 frames", 0.30, 0.33, bias=bias / 2),
+                  _scored("running median", "32 frames", 0.25, 0.45),
+                  _scored("robust PCA (offline)", "25 iterations", rpca, rpca, online=False)]
+        warm = WarmupResult(np.arange(LAG_START, 40), 40, warm_lag, scores[1], 0.35)
+        scenes.append(SceneResult(name, "notes", 300, 128, 100, _family_results(scores), start=LAG_START,
+                                  warmup=warm, fading=name == "a"))
+    text = quality_markdown(QualityRun(scenes, 1, "1 step(s)/frame", 60.0))
+    line = next(line for line in text.splitlines() if line.startswith("| a | running median |"))
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    assert cells[2] == "32 frames (F1: 8 frames; all frames: 8 frames)" and cells[3:5] == ["0.250", "0.330"]
+    rows = _table(text, "| scene | lagsplit slow, all frames |")
+    assert rows["a"][1:4] == ["0.400", "0.330 (running median)", "**loses** (best: running median 0.330)"]
+    assert rows["a"][4:] == ["40", "32 (8-39)", "0.300", "0.350 (running median, 8 frames)", "no worse"]
+    assert rows["b"][3] == "wins" and rows["b"][8] == "**worse** (best: running median)"
+    assert ("Over all frames lagsplit beats the best online baseline on 1 of 2 scenes; it does not on a. "
+            "On its warm-up frames it is no worse than the best causal baseline on 1 of 2 scenes; worse on b.") in text
+    ratios = _table(text, "| scene | lagsplit slow | robust PCA slow | ratio |")
+    assert ratios["a"][1:] == ["0.200", "0.180", "1.11", "0.400", "0.180", "2.22"]
+    assert ratios["b"][1:] == ["0.200", "0.250", "0.80", "0.250", "0.250", "1.00"]
+    assert "lagsplit does not beat offline robust PCA after warm-up on 1 of 2 scenes: a." in text
+    assert "lagsplit does not beat offline robust PCA over all frames on 2 of 2 scenes: a, b." in text
+    bias_rows = _table(text, "| scene | method | setting | max, all frames |")
+    assert bias_rows[LAGSPLIT][3:] == ["5.0%", f"{100 * bias[LAG_START:].mean():.1f}%", "100", "5.0%"]
+    assert bias_rows["running median"][2:] == ["8 frames", "2.5%", f"{50 * bias[LAG_START:].mean():.1f}%", "100", "2.5%"]
 
 
 def test_bench_quality_refuses_a_size_too_small_for_the_scenes(tmp_path):

@@ -1,8 +1,13 @@
 """``lagsplit bench quality``: every scene through every method, scored against the truth.
 
 For each scene: lagsplit streamed through the engine (fixed steps per frame), each online
-baseline at each setting of its grid, and offline robust PCA. Frames before ``first``
-(a third of the movie) are warm-up for every method and are not scored.
+baseline at each setting of its grid, and offline robust PCA. Every method is scored twice
+on the same frames: after warm-up, from ``first`` (a third of the movie) on, and over all
+frames from ``start``, the first frame the engine emits after its longest lag
+(``max(model.lags)``). lagsplit's own warm-up frames (those it flags: the networks not yet
+in use) are compared with the best causal baseline on the same frames, and on the scenes
+whose sample fades (:data:`BIAS_SCENES`) the frame mean of fast is checked against the
+truth's frame by frame (:func:`fast_mean_bias`).
 
 The scenes are 128x128 px. At another ``size`` (camera sizes, where lagsplit's slow stage
 works on binned frames) the scenes keep the crowding of the 128 px ones
@@ -39,6 +44,9 @@ SIZED_SCENES = ("filaments", "bleaching", "drift")
 """The scenes a run at a size other than 128 px plays unless told which: fine static
 structure, a background that changes in brightness, one that moves."""
 
+BIAS_SCENES = ("bleaching", "fade", "fademap", "fademove")
+"""The scenes whose sample fades: the report gives their fast frame-mean bias."""
+
 RPCA_MAX_SIZE = 128
 """Robust PCA factorises the whole movie as a (frames, pixels) matrix; on frames larger
 than this side (px) it runs on their central crop of this side (at 512 px the whole movie
@@ -63,6 +71,16 @@ class Score:
     seconds: float = 0.0
     online: bool = True
     crop: int | None = None  # side (px) of the central crop it was scored on; None: the whole frame
+    slow_all: float = float("nan")  # NRMSE of slow on every frame from the scene's start (the first after the longest lag)
+    frame_sq: np.ndarray | None = field(default=None, repr=False)  # (T,) mean squared slow error of each frame
+    bias: np.ndarray | None = field(default=None, repr=False)  # (T,) fast frame-mean bias (fast_mean_bias)
+
+    def slow_on(self, frames: np.ndarray, truth: np.ndarray) -> float:
+        """NRMSE of slow on ``frames`` (indices) alone, ``truth`` the true slow part of the movie."""
+        if self.frame_sq is None or not len(frames):
+            return float("nan")
+        scale = float(np.asarray(truth[frames], np.float64).std())
+        return float(np.sqrt(self.frame_sq[frames].mean()) / (scale if scale > 0 else 1.0))
 
 
 @dataclass
@@ -74,12 +92,34 @@ class FamilyResult:
     f1: Score  # the setting with the best F1
     online: bool
     seconds: float
+    all_frames: Score | None = None  # the setting with the best slow NRMSE over all frames (None: slow's)
+
+    @property
+    def slow_all(self) -> Score:
+        """The setting with the best slow NRMSE over all frames."""
+        return self.all_frames or self.slow
 
     @property
     def settings_note(self) -> str:
-        if self.slow.setting == self.f1.setting:
-            return self.slow.setting
-        return f"{self.slow.setting} (F1: {self.f1.setting})"
+        notes = [f"{label}: {s.setting}" for label, s in (("F1", self.f1), ("all frames", self.slow_all))
+                 if s.setting != self.slow.setting]
+        return self.slow.setting + (f" ({'; '.join(notes)})" if notes else "")
+
+
+@dataclass
+class WarmupResult:
+    """lagsplit's warm-up frames from the scene's start on (those it flagged: the networks not
+    in use) and the slow NRMSE on them of lagsplit and of the best causal baseline setting."""
+
+    frames: np.ndarray  # the flagged frame indices
+    net_from: int | None  # the first frame lagsplit's networks were in use (None: never)
+    lagsplit: float
+    best: Score | None  # the online baseline setting best on these frames
+    best_slow: float
+
+    @property
+    def no_worse(self) -> bool:
+        return not len(self.frames) or self.lagsplit <= self.best_slow
 
 
 @dataclass
@@ -95,16 +135,31 @@ class SceneResult:
     ceiling_f1: float | None = None  # F1 of fast = raw - the true slow part: what a perfect slow scores
     knobs: dict = field(default_factory=dict)  # scene knobs other than the defaults (counts scaled to the size)
     crop: list[Score] = field(default_factory=list)  # lagsplit and robust PCA on the central crop
+    start: int | None = None  # the first frame scored over all frames (None: first)
+    warmup: WarmupResult | None = None
+    fading: bool = False  # the sample fades (one of BIAS_SCENES): the report gives the fast frame-mean bias
 
     def get(self, family: str) -> FamilyResult:
         return next(f for f in self.families if f.family == family)
 
     def best_online(self, metric: str) -> FamilyResult:
-        """The online baseline family best at ``metric`` ('slow' or 'f1')."""
+        """The online baseline family best at ``metric``: 'slow', 'slow_all' (slow over all
+        frames) or 'f1'."""
         others = [f for f in self.families if f.online and f.family != LAGSPLIT]
         if metric == "slow":
             return min(others, key=lambda f: f.slow.slow)
+        if metric == "slow_all":
+            return min(others, key=lambda f: f.slow_all.slow_all)
         return max(others, key=lambda f: f.f1.f1)
+
+    def offline(self) -> tuple[Score, Score] | None:
+        """lagsplit's score and offline robust PCA's on the same pixels (the central crop's
+        when robust PCA ran on one); None without robust PCA."""
+        rpca = [f for f in self.families if not f.online]
+        if rpca:
+            return self.get(LAGSPLIT).slow, rpca[0].slow
+        pair = [next((s for s in self.crop if (s.family == LAGSPLIT) == mine), None) for mine in (True, False)]
+        return (pair[0], pair[1]) if pair[0] and pair[1] else None
 
 
 @dataclass
@@ -147,9 +202,23 @@ def central_crop(scene: Scene, side: int) -> Scene:
                  spots, scene.notes, dict(scene.meta))
 
 
+def fast_mean_bias(slow_est: np.ndarray, scene: Scene) -> np.ndarray:
+    """Per frame, how far the frame mean of fast = raw - slow is from that of the true fast
+    part, as a fraction of the frame mean of the true slow part above the camera offset:
+    ``|mean(raw - slow_est) - mean(fast)| / mean(slow - offset)``. (T,) float64."""
+    axes = (1, 2)
+    raw = scene.movie.mean(axis=axes, dtype=np.float64)
+    est = raw - np.asarray(slow_est).mean(axis=axes, dtype=np.float64)
+    true = scene.fast.mean(axis=axes, dtype=np.float64)
+    level = scene.slow.mean(axis=axes, dtype=np.float64) - scene.meta.get("offset", 0.0)
+    return np.abs(est - true) / np.maximum(level, 1e-9)
+
+
 def score(slow_est: np.ndarray, scene: Scene, first: int, family: str, setting: str, seconds: float = 0.0,
-          online: bool = True, crop: int | None = None) -> Score:
-    """Slow and fast NRMSE, spot F1 and (for a scene with a change) recovery frames, on frames ``first``.."""
+          online: bool = True, crop: int | None = None, start: int | None = None) -> Score:
+    """Slow and fast NRMSE, spot F1 and (for a scene with a change) recovery frames, on frames
+    ``first``..; slow NRMSE on frames ``start``.. (None: ``first``); the per-frame slow error
+    and fast frame-mean bias of every frame."""
     raw = scene.movie.astype(np.float32)
     fast_est = raw[first:] - slow_est[first:]
     truth_slow = scene.slow[first:]
@@ -160,8 +229,28 @@ def score(slow_est: np.ndarray, scene: Scene, first: int, family: str, setting: 
     if change is not None and change > first:
         errs = frame_errors(slow_est[first:], truth_slow)
         rec = recovery_frames(errs, change - first)
-    return Score(family, setting, nrmse(slow_est[first:], truth_slow), nrmse(fast_est, scene.fast[first:]),
-                 det.f1, rec, seconds, online, crop)
+    out = Score(family, setting, nrmse(slow_est[first:], truth_slow), nrmse(fast_est, scene.fast[first:]),
+                det.f1, rec, seconds, online, crop, bias=fast_mean_bias(slow_est, scene))
+    # frame by frame: a whole movie in float64 is 0.6 GB at 512 px
+    out.frame_sq = np.array([np.mean((e.astype(np.float64) - t) ** 2) for e, t in zip(slow_est, scene.slow)])
+    start = first if start is None else start
+    out.slow_all = out.slow_on(np.arange(start, len(slow_est)), scene.slow)
+    return out
+
+
+def warmup_result(warmup: np.ndarray, start: int, lagsplit: Score, baselines: Sequence[Score],
+                  truth: np.ndarray) -> WarmupResult:
+    """lagsplit's flagged warm-up frames from ``start`` on, and its slow NRMSE there beside the
+    best online baseline setting's on the same frames (``truth``: the true slow part)."""
+    warmup = np.asarray(warmup, bool)
+    frames = np.flatnonzero(warmup[start:]) + start
+    used = np.flatnonzero(~warmup)
+    net_from = int(used[0]) if len(used) else None
+    online = [s for s in baselines if s.online and s.crop is None and s.frame_sq is not None]
+    if not len(frames) or not online:
+        return WarmupResult(frames, net_from, float("nan"), None, float("nan"))
+    best = min(online, key=lambda s: s.slow_on(frames, truth))
+    return WarmupResult(frames, net_from, lagsplit.slow_on(frames, truth), best, best.slow_on(frames, truth))
 
 
 def _family_results(scores: list[Score]) -> list[FamilyResult]:
@@ -169,7 +258,7 @@ def _family_results(scores: list[Score]) -> list[FamilyResult]:
     for s in scores:
         fams.setdefault(s.family, []).append(s)
     return [FamilyResult(name, min(ss, key=lambda s: s.slow), max(ss, key=lambda s: s.f1), ss[0].online,
-                         sum(s.seconds for s in ss))
+                         sum(s.seconds for s in ss), min(ss, key=lambda s: s.slow_all))
             for name, ss in fams.items()]
 
 
@@ -189,9 +278,10 @@ def lagsplit_overrides(frames: int, steps: int, extra: dict | None = None) -> di
 
 
 def baseline_scores(name: str, frames: int, size: int, seed: int, quick: bool, rpca: bool,
-                    scaled: bool = False) -> list[Score]:
+                    scaled: bool = False, start: int | None = None) -> list[Score]:
     """Every online baseline setting and robust PCA on one scene (run in a worker process:
-    the scene is regenerated there from its seed). Robust PCA runs on the central
+    the scene is regenerated there from its seed), scored over all frames from ``start``
+    (None: from the first scored after warm-up) as well. Robust PCA runs on the central
     :data:`RPCA_MAX_SIZE` px of larger frames (its score says so in ``crop``)."""
     scene = bench_scene(name, frames, size, seed, scaled)
     first = frames // 3
@@ -199,7 +289,8 @@ def baseline_scores(name: str, frames: int, size: int, seed: int, quick: bool, r
     for method in online_grid(quick):
         t0 = time.perf_counter()
         slow = method.run(scene.movie)
-        scores.append(score(slow, scene, first, method.family, method.setting, time.perf_counter() - t0))
+        scores.append(score(slow, scene, first, method.family, method.setting, time.perf_counter() - t0,
+                            start=start))
     if rpca:
         robust = RobustPCA(iterations=15) if quick else RobustPCA()
         crop = RPCA_MAX_SIZE if max(scene.movie.shape[1:]) > RPCA_MAX_SIZE else None
@@ -207,25 +298,29 @@ def baseline_scores(name: str, frames: int, size: int, seed: int, quick: bool, r
         t0 = time.perf_counter()
         slow = robust.run(target.movie)
         scores.append(score(slow, target, first, robust.family, robust.setting, time.perf_counter() - t0,
-                            online=False, crop=crop))
+                            online=False, crop=crop, start=start))
     return scores
 
 
 def run_scene(name: str, frames: int, size: int, seed: int, steps: int, baselines: Callable[[], list[Score]],
               out_dir: Path | None, overrides: dict | None = None, init: str | None = None,
               log: Callable[[str], None] = lambda s: None, scaled: bool = False) -> SceneResult:
-    """lagsplit on one scene, joined with the baselines' scores (``baselines()`` returns them;
-    a score on a central crop puts lagsplit's score on the same crop beside it)."""
+    """lagsplit on one scene, joined with the baselines' scores (``baselines()`` returns them,
+    scored over all frames from the first after the longest lag, ``max(model.lags)``; a score
+    on a central crop puts lagsplit's score on the same crop beside it)."""
     scene = bench_scene(name, frames, size, seed, scaled)
     first = frames // 3
     cfg = bench_config(lagsplit_overrides(frames, steps, overrides), init=init)
     run = run_engine(scene.movie, cfg)
     m = cfg.model
+    start = max(m.lags)
     setting = f"{cfg.train.steps_per_frame} step(s)/frame, lags {list(m.lags)}, windows {list(m.windows)}"
-    mine = score(run.slow, scene, first, LAGSPLIT, setting, run.seconds)
+    mine = score(run.slow, scene, first, LAGSPLIT, setting, run.seconds, start=start)
     ceiling = score(scene.slow, scene, first, "true slow", "").f1
-    log(f"  {name}: lagsplit slow {mine.slow:.3f} / F1 {mine.f1:.3f} ({run.seconds:.0f} s)")
+    log(f"  {name}: lagsplit slow {mine.slow:.3f} (all frames from {start}: {mine.slow_all:.3f}) / F1 {mine.f1:.3f} "
+        f"({run.seconds:.0f} s)")
     others = baselines()
+    warm = warmup_result(run.warmup, start, mine, others, scene.slow)
     scores = [mine, *(s for s in others if s.crop is None)]
     crops = [s for s in others if s.crop is not None]
     for s in others:
@@ -236,7 +331,7 @@ def run_scene(name: str, frames: int, size: int, seed: int, steps: int, baseline
         side = crops[0].crop
         rows, cols = crop_window(run.slow.shape, side)
         crops.insert(0, score(run.slow[:, rows, cols], central_crop(scene, side), first, LAGSPLIT, setting,
-                              run.seconds, crop=side))
+                              run.seconds, crop=side, start=start))
     fig = None
     if out_dir is not None:
         raw = scene.movie.astype(np.float32)
@@ -245,7 +340,8 @@ def run_scene(name: str, frames: int, size: int, seed: int, steps: int, baseline
         prefix = section_name(size) if scaled else "quality"
         fig = panel_figure(raw, run.slow, raw - run.slow, Path(out_dir) / f"{prefix}_{name}.png", frames=picks)
     return SceneResult(name, scene.notes, frames, size, first, _family_results(scores), fig,
-                       scene.meta.get("change_at"), ceiling, scene_knobs(name, size) if scaled else {}, crops)
+                       scene.meta.get("change_at"), ceiling, scene_knobs(name, size) if scaled else {}, crops,
+                       start, warm, name in BIAS_SCENES)
 
 
 @contextmanager
@@ -278,17 +374,19 @@ def run_quality(scenes: Sequence[str] | None = None, frames: int = 300, size: in
         scenes = scenes or ["filaments"]
         frames, size = min(frames, 60), min(size, 48)
     names = list(scenes or (SIZED_SCENES if scaled else SCENES))
+    m = bench_config(lagsplit_overrides(frames, steps, overrides), init=init)
+    start = max(m.model.lags)
     t0 = time.perf_counter()
     results = []
     # The baselines run in a second process while lagsplit trains in this one (both
     # single-threaded): the two halves of the benchmark take about as long as each other.
     with single_threaded_env(), ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        jobs = {name: pool.submit(baseline_scores, name, frames, size, seed, quick, rpca, scaled) for name in names}
+        jobs = {name: pool.submit(baseline_scores, name, frames, size, seed, quick, rpca, scaled, start)
+                for name in names}
         for name in names:
             log(f"scene {name} ({frames} frames of {size}x{size})")
             results.append(run_scene(name, frames, size, seed, steps, jobs[name].result, out_dir, overrides,
                                      init, log, scaled))
-    m = bench_config(lagsplit_overrides(frames, steps, overrides), init=init)
     desc = (f"{m.train.steps_per_frame} step(s)/frame, lags {list(m.model.lags)}, windows {list(m.model.windows)} "
             "(clipped means), "
             f"warm-up {m.train.warmup_steps} steps, batch {m.train.batch} x {m.train.crop} px crops, "

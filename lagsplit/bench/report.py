@@ -48,6 +48,133 @@ def verdict(res: SceneResult) -> str:
     return out
 
 
+def verdict_all(res: SceneResult) -> str:
+    """Does lagsplit's slow beat the best online baseline's over all frames from the scene's start?"""
+    lag, best = res.get(LAGSPLIT).slow_all, res.best_online("slow_all")
+    if lag.slow_all < best.slow_all.slow_all:
+        return "wins"
+    return f"**loses** (best: {best.family} {_f(best.slow_all.slow_all)})"
+
+
+def verdict_warmup(res: SceneResult) -> str:
+    """Is lagsplit's slow on its warm-up frames no worse than the best causal baseline's there?"""
+    w = res.warmup
+    if w is None:
+        return "-"
+    if not len(w.frames):
+        return "no warm-up frames"
+    return "no worse" if w.no_worse else f"**worse** (best: {w.best.family if w.best else '-'})"
+
+
+def _frames_note(frames: np.ndarray) -> str:
+    """How many frames, and from which to which (with 'in' when they are not one run)."""
+    if not len(frames):
+        return "0"
+    lo, hi = int(frames[0]), int(frames[-1])
+    joined = hi - lo + 1 == len(frames)
+    return f"{len(frames)} ({lo}-{hi})" if joined else f"{len(frames)} (in {lo}-{hi})"
+
+
+def _pct(x: float) -> str:
+    return "-" if np.isnan(x) else f"{100 * x:.1f}%"
+
+
+def _from_start_lines(run: QualityRun) -> list[str]:
+    """Slow over all frames from the engine's first after its longest lag, and lagsplit's
+    warm-up frames against the best causal baseline on the same frames."""
+    rows = [r for r in run.scenes if r.start is not None]
+    if not rows:
+        return []
+    start = rows[0].start
+    lines = ["### From the first frame", "",
+             f"Slow NRMSE over all frames from frame {start}, the first the engine emits after its longest lag "
+             f"(max(model.lags) = {start}), the same frames for every method (online baselines: the best setting "
+             "of their grid on these frames). lagsplit's warm-up frames are those it flagged from frame "
+             f"{start} on (its networks not in use: the first frames, and the frames settling after a sudden "
+             "change); on the same frames, the online baseline setting best there (every online baseline is "
+             "causal). networks from: the first frame lagsplit's networks were in use.", "",
+             "| scene | lagsplit slow, all frames | best online slow, all frames | all frames | networks from | "
+             "warm-up frames | lagsplit slow, warm-up | best causal slow, warm-up | warm-up |",
+             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        lag, best, w = r.get(LAGSPLIT).slow_all, r.best_online("slow_all"), r.warmup
+        cells = ["-", "-", "-", "-"]
+        if w is not None:
+            causal = f"{_f(w.best_slow)} ({w.best.family}, {w.best.setting})" if w.best else "-"
+            cells = ["never" if w.net_from is None else str(w.net_from), _frames_note(w.frames),
+                     _f(w.lagsplit), causal]
+        lines.append(f"| {r.name} | {_f(lag.slow_all)} | {_f(best.slow_all.slow_all)} ({best.family}) | "
+                     f"{verdict_all(r)} | {' | '.join(cells)} | {verdict_warmup(r)} |")
+    lost = [r.name for r in rows if verdict_all(r) != "wins"]
+    worse = [r.name for r in rows if "worse" in verdict_warmup(r) and "no worse" not in verdict_warmup(r)]
+    lines += ["", f"Over all frames lagsplit beats the best online baseline on {len(rows) - len(lost)} of "
+              f"{len(rows)} scenes" + (f"; it does not on {', '.join(lost)}" if lost else "") + ". "
+              f"On its warm-up frames it is no worse than the best causal baseline on {len(rows) - len(worse)} of "
+              f"{len(rows)} scenes" + (f"; worse on {', '.join(worse)}" if worse else "") + ".", ""]
+    return lines
+
+
+def _offline_lines(run: QualityRun) -> list[str]:
+    """lagsplit's slow NRMSE over offline robust PCA's, per scene (on the central crop where
+    robust PCA ran on one)."""
+    pairs = [(r, r.offline()) for r in run.scenes]
+    pairs = [(r, p) for r, p in pairs if p is not None]
+    if not pairs:
+        return []
+    cropped = any(p[1].crop for _, p in pairs)
+    lines = ["### lagsplit against offline robust PCA", "",
+             "Slow NRMSE of lagsplit (causal) over that of offline robust PCA (non-causal: it sees the whole "
+             "movie), after warm-up and over all frames; below 1, lagsplit is better" +
+             (", on the central crop robust PCA ran on" if cropped else "") + ".", "",
+             "| scene | lagsplit slow | robust PCA slow | ratio | lagsplit slow, all frames | "
+             "robust PCA slow, all frames | ratio, all frames |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+    def ratio(a: float, b: float) -> float:
+        return a / b if b > 0 else float("nan")
+
+    for r, (lag, rpca) in pairs:
+        lines.append(f"| {r.name} | {_f(lag.slow)} | {_f(rpca.slow)} | {_f(ratio(lag.slow, rpca.slow), 2)} | "
+                     f"{_f(lag.slow_all)} | {_f(rpca.slow_all)} | {_f(ratio(lag.slow_all, rpca.slow_all), 2)} |")
+    lines.append("")
+    for label, key in (("after warm-up", "slow"), ("over all frames", "slow_all")):
+        known = [(r, p) for r, p in pairs if not np.isnan(getattr(p[0], key))]
+        if not known:
+            continue
+        behind = [r.name for r, (lag, rpca) in known if not getattr(lag, key) < getattr(rpca, key)]
+        lines.append(f"lagsplit beats offline robust PCA {label} on every scene." if not behind else
+                     f"lagsplit does not beat offline robust PCA {label} on {len(behind)} of {len(known)} scenes: "
+                     f"{', '.join(behind)}.")
+    return lines + [""]
+
+
+def _bias_lines(run: QualityRun) -> list[str]:
+    """The fast frame-mean bias on the scenes whose sample fades, lagsplit beside the online
+    baseline best over all frames."""
+    rows = [r for r in run.scenes if r.fading and r.start is not None]
+    if not rows:
+        return []
+    start, first = rows[0].start, rows[0].first
+    lines = ["### Fast frame-mean bias on the fading scenes", "",
+             "Per frame, |mean(fast) - mean(true fast)| / mean(true slow above the camera offset): how far the "
+             "frame mean of fast = raw - slow is from its true mean, as a share of the sample's brightness in "
+             f"that frame. The largest and the mean over all frames from frame {start}, the frame of the "
+             f"largest, and the largest after warm-up (frames {first} on); lagsplit and the online baseline "
+             "best over all frames, at its best setting there.", "",
+             "| scene | method | setting | max, all frames | mean, all frames | at frame | max after warm-up |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        best = r.best_online("slow_all")
+        for fam, sc in ((LAGSPLIT, r.get(LAGSPLIT).slow_all), (best.family, best.slow_all)):
+            if sc.bias is None:
+                continue
+            b = sc.bias[r.start:]
+            at = r.start + int(np.argmax(b))
+            lines.append(f"| {r.name} | {fam} | {sc.setting} | {_pct(float(b.max()))} | {_pct(float(b.mean()))} | "
+                         f"{at} | {_pct(float(sc.bias[r.first:].max()))} |")
+    return lines + [""]
+
+
 WHY_LOSES = {
     "drift": "the sample moves, and slow is predicted from frames at least the slow lag old, by windows that "
              "lag by half their length; the network has to learn the extrapolation during the unscored frames, while a short "
@@ -133,8 +260,12 @@ def quality_markdown(run: QualityRun, recordings: str = "") -> str:
               f"{run.lagsplit_setting}, default model.", ""]
     if sized:
         lines += [_sized_note(run), ""]
-    lines += [f"Scenes of {s0.frames} frames of {s0.size}x{s0.size} px; the first {s0.first} frames are warm-up "
-              "for every method and not scored. slow / fast: NRMSE (RMSE over the standard deviation of the "
+    scored = (f"Scenes of {s0.frames} frames of {s0.size}x{s0.size} px. slow, fast, F1 and recovery are scored "
+              f"after warm-up, from frame {s0.first} on (a third of the movie), the same frames for every method")
+    if s0.start is not None:
+        scored += (f"; slow, all frames over every frame from frame {s0.start} on, the first the engine emits "
+                   f"after its longest lag (max(model.lags) = {s0.start})")
+    lines += [scored + ". slow / fast: NRMSE (RMSE over the standard deviation of the "
               "truth; lower is better) of the slow part and of fast = raw - slow against the noise-free truth. "
               "F1: spot detection on fast (a Gaussian filter matched to the spot size, local maxima, matched "
               "one-to-one within 2 px to the true spots; each method at its own best threshold, found by trying every "
@@ -142,24 +273,27 @@ def quality_markdown(run: QualityRun, recordings: str = "") -> str:
               f"below {F1_TIE} are ties). Online baselines: best setting of their grid per metric "
               "(the setting column names it). recovery: frames after the sudden change until the slow error is "
               "within 10% of its level before it.", ""]
-    lines += ["| scene | method | setting | slow | fast | F1 | recovery | time (s) |",
-              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += ["| scene | method | setting | slow | slow, all frames | fast | F1 | recovery | time (s) |",
+              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for res in run.scenes:
         best_slow = min(f.slow.slow for f in res.families)
+        best_all = min(f.slow_all.slow_all for f in res.families)
         best_f1 = max(f.f1.f1 for f in res.families)
         for fam in res.families:
             slow = _f(fam.slow.slow)
+            slow_all = _f(fam.slow_all.slow_all)
             f1 = _f(fam.f1.f1)
             slow = f"**{slow}**" if fam.slow.slow == best_slow else slow
+            slow_all = f"**{slow_all}**" if fam.slow_all.slow_all == best_all else slow_all
             f1 = f"**{f1}**" if fam.f1.f1 == best_f1 else f1
             rec = "-" if res.change_at is None else ("never" if fam.slow.recovery is None else str(fam.slow.recovery))
             name = fam.family if fam.online else f"{fam.family} *"
-            lines.append(f"| {res.name} | {name} | {fam.settings_note} | {slow} | {_f(fam.slow.fast)} | {f1} | "
-                         f"{rec} | {fam.seconds:.1f} |")
+            lines.append(f"| {res.name} | {name} | {fam.settings_note} | {slow} | {slow_all} | {_f(fam.slow.fast)} | "
+                         f"{f1} | {rec} | {fam.seconds:.1f} |")
     has_offline = any(not f.online for r in run.scenes for f in r.families)
     lines += ["", ("\\* offline, non-causal reference (sees the whole movie). " if has_offline else "") +
               "Bold: best on the scene.", ""]
-    lines += ["### lagsplit against the baselines", "",
+    lines += ["### lagsplit against the baselines", "", "After warm-up.", "",
               "| scene | lagsplit slow | best online slow | lagsplit F1 | best online F1 | true slow F1 | verdict |",
               "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for res in run.scenes:
@@ -170,10 +304,10 @@ def quality_markdown(run: QualityRun, recordings: str = "") -> str:
     means = _means(run)
     if means:
         lines += ["", "Mean over the scenes: " + "; ".join(
-            f"{fam}: slow {_f(s)}, F1 {_f(f)}" for fam, (s, f) in means.items()), ""]
+            f"{fam}: slow {_f(s)} (all frames {_f(a)}), F1 {_f(f)}" for fam, (s, f, a) in means.items()), ""]
         offline = [f.family for f in run.scenes[0].families if not f.online]
         if LAGSPLIT in means and offline:
-            (ls, lf), (rs, rf) = means[LAGSPLIT], means[offline[0]]
+            (ls, lf, _), (rs, rf, _) = means[LAGSPLIT], means[offline[0]]
             word = "better" if ls < rs else "worse"
             lines += [f"lagsplit's mean slow NRMSE is {word} than offline {offline[0]}'s: {_f(ls)} against "
                       f"{_f(rs)} (F1 {_f(lf)} against {_f(rf)}).", ""]
@@ -184,6 +318,9 @@ def quality_markdown(run: QualityRun, recordings: str = "") -> str:
         lines.append("")
     if any("ties" in verdict(r) for r in run.scenes):
         lines += [f1_note(run), ""]
+    lines += _from_start_lines(run)
+    lines += _offline_lines(run)
+    lines += _bias_lines(run)
     lines += _crop_lines(run)
     if recordings:
         lines += ["", recordings.strip(), ""]
@@ -195,7 +332,8 @@ def quality_markdown(run: QualityRun, recordings: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _means(run: QualityRun) -> dict[str, tuple[float, float]]:
+def _means(run: QualityRun) -> dict[str, tuple[float, float, float]]:
+    """Per family: mean slow NRMSE after warm-up, mean F1, mean slow NRMSE over all frames."""
     fams = [f.family for f in run.scenes[0].families]
     out = {}
     for fam in fams:
@@ -203,7 +341,8 @@ def _means(run: QualityRun) -> dict[str, tuple[float, float]]:
             rows = [r.get(fam) for r in run.scenes]
         except StopIteration:
             continue
-        out[fam] = (float(np.mean([r.slow.slow for r in rows])), float(np.mean([r.f1.f1 for r in rows])))
+        out[fam] = (float(np.mean([r.slow.slow for r in rows])), float(np.mean([r.f1.f1 for r in rows])),
+                    float(np.mean([r.slow_all.slow_all for r in rows])))
     return out
 
 
