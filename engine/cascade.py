@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .bleach import BleachGain
 from .change import ChangeDetector
 from .config import ModelConfig
 from .detail import FineDetail, bin_factor, bin_frame, upsample
@@ -59,13 +60,16 @@ class Normaliser:
 class StageOutput:
     """Normalised-unit result of one frame through the cascade (full-resolution tensors on
     the device). ``components`` holds slow, then one plane per shorter lag when the
-    components were asked for (else slow alone); ``residual`` is None without them."""
+    components were asked for (else slow alone); ``residual`` is None without them. The
+    planes are in the units of the frames with the fading divided out: ``gain`` multiplies
+    it back in (:meth:`Cascade.to_adu` does)."""
 
     position: int
     slow: torch.Tensor
     components: list[torch.Tensor]
     residual: torch.Tensor | None
     warmup: bool
+    gain: torch.Tensor | None = None  # the fading of this frame (engine/bleach.py), None when off
 
 
 class CorrectionGate:
@@ -142,6 +146,8 @@ class Cascade:
         self.factor = 1  # binning of the frames into the working grid, set by the first frame
         self.fine: FineDetail | None = None  # full-resolution detail when frames are binned
         self._pinned_in: torch.Tensor | None = None  # host staging buffer of a CUDA run
+        self.bleach = BleachGain(cfg.bleach_tiles)
+        self._gain: torch.Tensor | None = None  # the last frame's fading on the working grid
 
     # ---- geometry ---------------------------------------------------------------------------
     def input_positions(self, stage: int, targets: torch.Tensor) -> torch.Tensor:
@@ -184,10 +190,21 @@ class Cascade:
             self._allocate(tuple(frame.shape))  # type: ignore[arg-type]
         if not self.norm.fitted:
             self.norm.fit(frame)
-        x = (frame - self.norm.offset) / self.norm.scale
         if not valid:
-            x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-        xw = bin_frame(x, self.factor)
+            frame = torch.nan_to_num(frame, nan=0.0, posinf=0.0, neginf=0.0)
+        off, scale = self.norm.offset, self.norm.scale
+        xw = bin_frame(frame, self.factor)  # ADU on the working grid
+        if self.bleach.enabled:
+            # the fading divided out (engine/bleach.py); an invalid frame keeps the last gain
+            if valid or self._gain is None:
+                self._gain = self.bleach.gain(xw)
+            xw = xw / self._gain
+        xw = (xw - off) / scale
+        gain_full = self._up(self._gain, frame) if self.bleach.enabled else None
+        if self.fine is None:
+            x = xw
+        else:
+            x = ((frame / gain_full if gain_full is not None else frame) - off) / scale
         pos = self.ring.push(xw, valid)
         start = self.detector.observe(pos)
         if start is not None:
@@ -221,7 +238,7 @@ class Cascade:
             r = r - c
         slow_full = self._with_detail(slow) if self.fine is not None and self.fine.n else self._up(slow, x)
         comps_full = [slow_full, *(self._up(c, x) for c in comps[1:])] if self.stages > 1 else []
-        return StageOutput(pos, slow_full, comps_full, None, warmup=not use_net)
+        return StageOutput(pos, slow_full, comps_full, None, warmup=not use_net, gain=gain_full)
 
     def _with_detail(self, slow: torch.Tensor) -> torch.Tensor:
         """up(slow) + M - up(bin(M)), computed as up(slow - bin(M)) + M: one upsampling."""
@@ -263,12 +280,13 @@ class Cascade:
         ``fast`` is computed as raw - slow in float32 so slow + fast == raw exactly up to rounding.
         """
         s, o = self.norm.scale, self.norm.offset
-        slow = (out.slow * s + o).float().cpu().numpy()
+        g = out.gain if out.gain is not None else 1.0
+        slow = ((out.slow * s + o) * g).float().cpu().numpy()
         rawf = raw.astype(np.float32, copy=False)
         fast = rawf - slow
         if not components or not out.components:
             return slow, fast, None, None
-        comps = {lag: (c * s).float().cpu().numpy() for lag, c in zip(self.lags[1:], out.components[1:])}
+        comps = {lag: (c * s * g).float().cpu().numpy() for lag, c in zip(self.lags[1:], out.components[1:])}
         comps = {self.lags[0]: slow, **comps}
         residual = rawf - sum(comps.values())
         return slow, fast, comps, residual
@@ -281,6 +299,8 @@ class Cascade:
         self.detector.reset()
         if self.fine is not None:
             self.fine.restart()
+        self.bleach.restart()
+        self._gain = None
         if self.gate is not None:
             self.gate = CorrectionGate(self.gate.decay)
         self.settle_until = 0

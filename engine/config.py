@@ -42,6 +42,11 @@ class ModelConfig(Settings):
     The window statistics, the change detector and the networks run on the binned frames;
     slow at full resolution is their estimate upsampled plus the fine detail of a robust
     running mean kept at full resolution (see engine/detail.py)."""
+    bleach_tiles: int = Field(2, ge=0, le=64)
+    """Photobleaching: each frame's brightness against the first is measured in this many
+    tiles a side (a robust mean per tile, smoothed over frames, interpolated between tile
+    centres) and divided out before the slow stage, then multiplied back into slow (0: off).
+    See engine/bleach.py."""
     change_ratio: float = Field(1.3, ge=0)
     """Sudden-change detector: when, in most of 4 x 4 tiles of the frame, the robust mean
     squared difference from the median of the 8 frames before it exceeds this multiple of

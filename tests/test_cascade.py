@@ -42,7 +42,7 @@ def test_warmup_frames_are_flagged_until_ring_and_training_are_ready(noise_stack
 def test_warmup_slow_is_the_longest_window_statistic_up_to_the_frame(blur):
     """...blurred by settle_blur / sqrt(frames in the window) px (capped), or not at all."""
     movie = np.random.default_rng(0).poisson(30, (12, 8, 8)).astype(np.float32)
-    cfg = ModelConfig(lags=(4,), base_channels=4, levels=1, windows=(3, 6), settle_blur=blur)
+    cfg = ModelConfig(lags=(4,), base_channels=4, levels=1, windows=(3, 6), settle_blur=blur, bleach_tiles=0)
     c = Cascade(cfg, history=4, warmup_steps=100)
     for t in range(12):
         out = c.infer(torch.from_numpy(movie[t]))

@@ -15,13 +15,15 @@ FRAMES, SIZE = 120, 64
 
 
 def _run(movie: np.ndarray, **model) -> tuple[Cascade, np.ndarray]:
-    """Untrained networks (zero head: slow is the longest window's statistic) over ``movie``."""
-    cfg = ModelConfig(lags=(8,), base_channels=4, levels=1, device="cpu", **model)
+    """Untrained networks (zero head: slow is the longest window's statistic) over ``movie``;
+    the detector's own tests run without the bleaching correction, which divides an
+    illumination step out before the detector sees it."""
+    cfg = ModelConfig(lags=(8,), base_channels=4, levels=1, device="cpu", **{"bleach_tiles": 0, **model})
     c = Cascade(cfg, history=8, warmup_steps=0)
     slow = []
     for frame in movie:
         out = c.infer(torch.from_numpy(frame.astype(np.float32)))
-        slow.append(out.slow.numpy() * c.norm.scale + c.norm.offset)
+        slow.append(c.to_adu(out, frame, False)[0])
     return c, np.stack(slow)
 
 
@@ -62,6 +64,18 @@ def test_slow_settles_on_the_new_scene_instead_of_the_old_one():
     assert err_found < 0.5 * err_blind, (err_found, err_blind)
 
 
+def test_with_the_bleaching_correction_an_illumination_step_is_followed_at_once():
+    scene = step_scene(frames=FRAMES, size=SIZE, seed=3)
+    at = scene.meta["change_at"]
+    just_after = slice(at + 1, at + 8)  # before the detector could even have confirmed a change
+    corrected_c, corrected = _run(scene.movie, bleach_tiles=4)
+    _, detected = _run(scene.movie)
+    assert corrected_c.changes == []  # nothing left to detect: the step is divided out
+    err_corrected = nrmse(corrected[just_after], scene.slow[just_after])
+    err_detected = nrmse(detected[just_after], scene.slow[just_after])
+    assert err_corrected < 0.5 * err_detected, (err_corrected, err_detected)
+
+
 def test_the_few_frames_after_a_change_are_denoised_by_a_narrowing_blur():
     """Right after a change slow rests on a handful of frames; blurring them by
     settle_blur / sqrt(n) px brings slow closer to the truth than the bare statistic."""
@@ -85,11 +99,11 @@ def test_the_engine_counts_a_change_and_the_file_records_it(tmp_path):
     from lagsplit.config import load_config
     from lagsplit.engine.hdf5_sink import read_counters
 
-    scene = step_scene(frames=FRAMES, size=SIZE, seed=3)
-    out = tmp_path / "step.h5"
+    scene = jump_scene(frames=FRAMES, size=SIZE, seed=3)
+    out = tmp_path / "jump.h5"
     cfg = load_config(None, overrides=["model.lags=[8]", "model.base_channels=4", "model.levels=1", "train.mode=off",
                                   "monitor.mode=off", f"output.path={out.as_posix()!r}"])
-    run = build_run(cfg, ArrayStream(scene.movie, name="step"))
+    run = build_run(cfg, ArrayStream(scene.movie, name="jump"))
     status = run.engine.run()
     assert status.error is None and status.changes == 1
     with h5py.File(out, "r") as f:
@@ -103,7 +117,7 @@ def test_the_change_is_logged_with_its_own_frame_number_across_a_gap(caplog, tmp
     from lagsplit.app import build_run
     from lagsplit.config import load_config
 
-    scene = step_scene(frames=FRAMES, size=SIZE, seed=3)
+    scene = jump_scene(frames=FRAMES, size=SIZE, seed=3)
     at = scene.meta["change_at"]
 
     class Gapped(ArrayStream):

@@ -12,7 +12,7 @@ from lagsplit.engine.features import clipped_mean
 
 
 def test_untrained_slow_network_returns_the_longest_window_statistic(noise_stack):
-    cfg = ModelConfig(lags=(4, 2, 1), base_channels=4, levels=1, device="cpu", windows=(3, 8),
+    cfg = ModelConfig(lags=(4, 2, 1), base_channels=4, levels=1, device="cpu", windows=(3, 8), bleach_tiles=0,
                       slow_skip=True, gate_decay=0)
     c = Cascade(cfg, history=16, warmup_steps=0)  # networks used from the first full window
     outs = [c.infer(torch.from_numpy(f.astype(np.float32))) for f in noise_stack]
@@ -43,7 +43,7 @@ def test_clipped_mean_cuts_spots_and_averages_the_rest():
 
 
 def test_clipped_mean_planes_match_the_statistic_of_each_window(noise_stack):
-    cfg = ModelConfig(lags=(4, 2, 1), base_channels=4, levels=1, device="cpu", windows=(3, 8))
+    cfg = ModelConfig(lags=(4, 2, 1), base_channels=4, levels=1, device="cpu", windows=(3, 8), bleach_tiles=0)
     c = Cascade(cfg, history=16, warmup_steps=1000)
     for t, frame in enumerate(noise_stack):
         out = c.infer(torch.from_numpy(frame.astype(np.float32)))
