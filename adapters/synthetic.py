@@ -43,6 +43,11 @@ class ArrayStream:
         """Paced at ``fps`` (contracts.AdapterHooks.live)."""
         return self.fps > 0
 
+    @property
+    def total(self) -> int:
+        """Frames the stream delivers (contracts.AdapterHooks.total)."""
+        return len(self.movie)
+
     def describe(self) -> str:
         t, h, w = self.movie.shape
         rate = f"{self.fps:g} fps" if self.fps else "as fast as possible"

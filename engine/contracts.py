@@ -48,6 +48,11 @@ class AdapterHooks(Protocol):
         replay at a set fps), so a worker that falls behind loses time it cannot make up;
         False for a replay as fast as possible, whose queue is full by design."""
 
+    @property
+    def total(self) -> int | None:
+        """Frames the source will deliver, when it knows (a replay); the monitor shows the
+        progress and the time left."""
+
     def lost(self) -> dict[int, str]:
         """Frame numbers the adapter skipped since the last call, each with its reason (one
         of the gap reasons, e.g. ``"rejected"``), each reported once. The engine records

@@ -201,6 +201,8 @@ class Engine:
                 error=self._error,
                 preview=self._preview,
                 adapter_counters=self._adapter_counters(),
+                total=getattr(self.adapter, "total", None),
+                live=self.rt.overflow == "drop" or bool(getattr(self.adapter, "live", False)),
                 not_processed=counters["not_processed"],
                 blank=counters["blank"],
                 saturated=counters["saturated"],

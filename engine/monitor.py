@@ -70,8 +70,11 @@ def render(st: Status, width: int = 24) -> Group:
     t.add_row("state", state, "device", st.device)
     t.add_row("in", f"{_fmt(st.in_rate_hz)} fr/s ({st.received} received)", "out",
               f"{_fmt(st.out_rate_hz)} fr/s ({st.processed} processed)")
-    t.add_row("queue", f"{st.queue_depth}/{st.queue_capacity}", "latency",
-              f"p50 {_fmt(st.latency_p50_ms, ' ms')}  p99 {_fmt(st.latency_p99_ms, ' ms')}")
+    t.add_row("queue", f"{st.queue_depth}/{st.queue_capacity}  {keeping_up(st)}", "latency",
+              f"p50 {_fmt(st.latency_p50_ms, ' ms')}  p99 {_fmt(st.latency_p99_ms, ' ms')}"
+              + ("" if st.live else "  (replay: includes queueing)"))
+    if st.total:
+        t.add_row("progress", progress(st), "", "")
     t.add_row("dropped", str(st.dropped), "rejected", f"{st.rejected}   gaps {st.gaps}   non-finite {st.nonfinite}   changes {st.changes}")
     losses = "  ".join(f"L{lag}: {_fmt(loss, digits=3)}" for lag, loss in zip(st.lags, st.loss))
     t.add_row("training", f"{_fmt(st.train_rate_hz)} steps/s, {st.train_skipped} skipped", "loss", losses)
@@ -95,6 +98,24 @@ def render(st: Status, width: int = 24) -> Group:
     return Group(Panel(Group(*parts), title=f"lagsplit · {st.source}", border_style="blue"))
 
 
+def keeping_up(st: Status) -> str:
+    """Whether the run keeps up with a live source (rich markup; empty for a replay as
+    fast as possible, whose queue is full by design)."""
+    if not st.live or not st.processed:
+        return ""
+    if st.dropped or st.queue_depth > st.queue_capacity // 2:
+        return "[bold red]falling behind[/]"
+    return "[green]keeping up[/]"
+
+
+def progress(st: Status) -> str:
+    """Frames done of the source's total, and the time left at the current output rate."""
+    done = st.processed + st.dropped + st.rejected
+    left = max(0, (st.total or 0) - done)
+    eta = f", {int(left / st.out_rate_hz) // 60}:{int(left / st.out_rate_hz) % 60:02d} left" if st.out_rate_hz else ""
+    return f"{done}/{st.total} ({100 * done / st.total:.0f}%){eta}"
+
+
 def log_line(st: Status) -> str:
     """The plain one-line status for logs (no terminal)."""
     losses = " ".join(f"L{lag}={_fmt(loss, digits=3)}" for lag, loss in zip(st.lags, st.loss))
@@ -103,6 +124,7 @@ def log_line(st: Status) -> str:
         f"queue {st.queue_depth}/{st.queue_capacity} latency p50 {_fmt(st.latency_p50_ms)} ms p99 {_fmt(st.latency_p99_ms)} ms "
         f"dropped {st.dropped} rejected {st.rejected} gaps {st.gaps} | train {_fmt(st.train_rate_hz)} steps/s "
         f"v{st.model_version}{' warm-up' if st.warmup else ''} loss {losses} | {st.device}"
+        + (f" | {progress(st)}" if st.total else "")
     )
 
 

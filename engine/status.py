@@ -74,6 +74,8 @@ class Status:
     sink_errors: int = 0  # writes to the output that failed (the run stops at the first)
     resumes: int = 0  # 1 when this run continues an existing file (--resume)
     already_done: int = 0  # frames a resumed run skipped because the file holds them
+    total: int | None = None  # frames the source will deliver, when it knows (a replay: AdapterHooks.total)
+    live: bool = False  # frames come at the acquisition's pace (AdapterHooks.live) or may be dropped
 
 
 class RateMeter:

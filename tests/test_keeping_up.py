@@ -43,3 +43,20 @@ def test_a_replay_as_fast_as_possible_is_not_warned_about_its_full_queue(noise_s
                                runtime=RuntimeConfig(queue=2, overflow="block"))
     assert status.processed == len(noise_stack)
     assert not [r for r in caplog.records if "falling behind" in r.getMessage()]
+
+
+def test_the_monitor_shows_progress_and_whether_a_live_run_keeps_up(noise_stack, small_model):
+    import dataclasses
+
+    from lagsplit.engine.monitor import keeping_up, log_line, progress
+
+    status, _ = run_engine(ArrayStream(noise_stack), small_model, TrainConfig(mode="off"))
+    assert status.total == len(noise_stack) and not status.live
+    mid = dataclasses.replace(status, processed=10, dropped=2, rejected=0, out_rate_hz=4.0)
+    assert progress(mid) == f"12/{len(noise_stack)} (40%), 0:04 left"  # 18 frames at 4 frames/s
+    assert "12/30" in log_line(mid)
+    assert keeping_up(mid) == ""  # a replay as fast as possible fills its queue by design
+    live = dataclasses.replace(mid, live=True, dropped=0, queue_depth=1, queue_capacity=8)
+    assert "keeping up" in keeping_up(live)
+    assert "falling behind" in keeping_up(dataclasses.replace(live, queue_depth=6))
+    assert "falling behind" in keeping_up(dataclasses.replace(live, dropped=1))
