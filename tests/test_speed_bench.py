@@ -1,0 +1,19 @@
+"""`lagsplit bench speed` end to end at a tiny size: every column measured, written where asked."""
+from __future__ import annotations
+
+from lagsplit.speed import run_speed
+
+
+def test_bench_speed_writes_its_section_and_the_readme_table(tmp_path):
+    bench, readme = tmp_path / "BENCHMARKS.md", tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- speed-summary:start -->\nold\n<!-- speed-summary:end -->\n\nafter\n")
+    text = run_speed([32], 24, ["model.windows=[8]", "train.warmup_steps=4"], live_fps=40.0,
+                     path=str(bench), readme=str(readme))
+    assert "| 32² |" in text and "OpenCV MOG2" in text and "HDF5 sink alone" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 32² | 40 /s |"))
+    processed, dropped = (int(c) for c in row.split("|")[3:5])
+    assert processed + dropped == 24
+    assert "What limits each size" in text and "- 32²:" in text
+    assert "<!-- speed:start -->" in bench.read_text()
+    summary = readme.read_text()
+    assert "old" not in summary and "| 32x32 | 40 /s |" in summary and summary.endswith("after\n")
