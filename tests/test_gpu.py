@@ -26,3 +26,14 @@ def test_auto_device_runs_the_whole_cascade_on_cuda(noise_stack):
     for r, frame in zip(sink.results, noise_stack):
         np.testing.assert_allclose(r.slow + r.fast, frame.astype(np.float32), atol=1e-3)
         np.testing.assert_allclose(sum(r.components.values()) + r.residual, frame.astype(np.float32), atol=1e-2)
+
+
+def test_frames_go_to_the_device_once_through_pinned_memory():
+    from lagsplit.engine.cascade import Cascade
+
+    c = Cascade(ModelConfig(lags=(4,), base_channels=4, levels=1, windows=(8,), device="cuda"), history=8,
+                warmup_steps=0)
+    raw = np.arange(64 * 48, dtype=np.uint16).reshape(64, 48)
+    x, valid = c.upload(raw)
+    assert valid and x.is_cuda and c._pinned_in.is_pinned()
+    np.testing.assert_array_equal(x.cpu().numpy(), raw.astype(np.float32))
