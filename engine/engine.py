@@ -276,10 +276,11 @@ class Engine:
                     break
         except Exception as exc:  # noqa: BLE001
             if self._sink_failed:  # a full disk, a file gone: the message says it all
-                log.error("writing the output failed: %s", exc)
+                log.error("%s", exc)
+                self._fail(str(exc))
             else:
                 log.exception("worker failed")
-            self._fail(f"{type(exc).__name__}: {exc}")
+                self._fail(f"{type(exc).__name__}: {exc}")
         finally:
             self._teardown()
 

@@ -9,8 +9,11 @@ import logging
 import os
 import shutil
 import socket
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import numpy as np
 from .config import OutputConfig
 from .contracts import COUNTER_NAMES, RunInfo
 from .frame import Decomposition
-from .superblock import clear_write_flags, open_for_write
+from .superblock import open_for_write, release
 
 log = logging.getLogger("lagsplit.hdf5")
 
@@ -33,6 +36,11 @@ MIN_FREE_BYTES = 16 * 2**20
 
 class OutputError(RuntimeError):
     """The output file cannot be written (unwritable place, full disk, file in use)."""
+
+
+class DiskFull(OutputError):
+    """The output's disk is about to be full: the run stops while the file can still be
+    closed cleanly."""
 
 
 @dataclass(frozen=True)
@@ -84,9 +92,12 @@ def per_frame_datasets(f: h5py.File) -> list[str]:
 
 
 def committed_rows(f: h5py.File) -> int:
-    """Rows every per-frame dataset holds, cut before the first frame number that does not
-    increase (a row whose extent reached the disk before its values did)."""
+    """Rows every per-frame dataset holds, no more than /flushed_rows says reached the disk
+    whole (rows after it were being written when the writer was killed or a write failed),
+    cut before the first frame number that does not increase."""
     n = min(f[name].shape[0] for name in per_frame_datasets(f))
+    if "flushed_rows" in f:
+        n = min(n, int(f["flushed_rows"][()]))
     idx = f["frames/index"][:n]
     bad = np.flatnonzero(np.diff(idx) <= 0)
     return int(bad[0]) + 1 if bad.size else n
@@ -180,6 +191,9 @@ class HDF5Sink:
         self._last_flush = time.monotonic()
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
         self._prior = dict.fromkeys(COUNTER_NAMES, 0)  # what the file counted before a resume
+        self._ds: dict[str, h5py.Dataset] = {}  # datasets kept open (see _dataset)
+        self._flushed = 0  # rows on disk as of the last flush that succeeded
+        self._failed: str | None = None  # why a write failed; nothing is written after it
         self.preflight()
 
     def preflight(self) -> None:
@@ -189,8 +203,13 @@ class HDF5Sink:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create output folder {parent}: {exc.strerror}") from exc
-        if not os.access(parent, os.W_OK):
-            raise OutputError(f"output folder {parent} is not writable")
+        try:  # a file written and removed: permissions, a read-only mount, /proc (root included)
+            with tempfile.NamedTemporaryFile(dir=parent, prefix=".lagsplit-probe-"):
+                pass
+        except OSError as exc:
+            raise OutputError(f"cannot write in output folder {parent}: {exc.strerror}") from exc
+        if self.resume is not None and not os.access(self.path, os.W_OK):
+            raise OutputError(f"cannot resume {self.path}: the file is not writable")
         if self.path.exists() and not self.cfg.overwrite and self.resume is None:
             raise OutputError(f"{self.path} exists and output.overwrite is false")
         if self.path.is_dir():
@@ -236,6 +255,7 @@ class HDF5Sink:
             gp.create_dataset(name, (0,), dt, maxshape=(None,), chunks=(256,))
         cnt = f.create_dataset("counters", (len(COUNTER_NAMES),), np.int64)
         cnt.attrs.create("names", list(COUNTER_NAMES), dtype=h5py.string_dtype())
+        f.create_dataset("flushed_rows", data=np.int64(0))
         f.attrs.update({
             "lagsplit_version": self.version,
             "config": info.config_json,
@@ -270,9 +290,8 @@ class HDF5Sink:
                               dtype=info.dtype)
         if why:
             raise OutputError(f"cannot resume {self.path}: {why}; the file is left as it was")
-        if open_for_write(self.path):
-            clear_write_flags(self.path)
-            log.info("%s: cleared the open-for-write mark its last writer left", self.path)
+        for done in release(self.path):  # what a killed or failed writer left
+            log.info("%s: %s", self.path, done)
         try:
             f = h5py.File(self.path, "r+", libver="latest")
         except OSError as exc:
@@ -304,6 +323,9 @@ class HDF5Sink:
             cnt = f.create_dataset("counters", (len(COUNTER_NAMES),), np.int64)
             cnt.attrs.create("names", list(COUNTER_NAMES), dtype=h5py.string_dtype())
         self._prior = {k: prior.get(k, 0) for k in COUNTER_NAMES}
+        if "flushed_rows" not in f:
+            f.create_dataset("flushed_rows", data=np.int64(rows))
+        f["flushed_rows"][()] = rows
         self._prior["processed"] = rows  # the rows kept: a killed writer's counters lag its last rows
         rs = f.require_group("resumes")
         for name, dt in RESUME_COLUMNS:
@@ -318,9 +340,11 @@ class HDF5Sink:
         self._write_counters()
         f.swmr_mode = True
         f.flush()
+        self._flushed = rows
 
     def append(self, r: Decomposition) -> None:
         f = self._open()
+        self._check_space(r)
         n = self.rows
         rows = [("slow", r.slow), ("fast", r.fast)]
         if "raw" in f:
@@ -328,36 +352,37 @@ class HDF5Sink:
         if "components" in f and r.components is not None:
             rows += [(f"components/lag_{lag}", c) for lag, c in r.components.items()]
             rows.append(("components/residual", r.residual))
-        for name, arr in rows:
-            ds = f[name]
-            ds.resize(n + 1, axis=0)
-            ds[n] = arr
-        for name, value in (("timestamp", r.timestamp), ("model_version", r.model_version), ("warmup", int(r.warmup)),
-                            ("latency_ms", r.latency_ms), ("flags", getattr(r, "flags", 0)),
-                            ("index", r.index)):  # the index last: a row with its index is whole
-            ds = f["frames"][name]
-            ds.resize(n + 1, axis=0)
-            ds[n] = value
+        rows += [("frames/timestamp", r.timestamp), ("frames/model_version", r.model_version),
+                 ("frames/warmup", int(r.warmup)), ("frames/latency_ms", r.latency_ms),
+                 ("frames/flags", getattr(r, "flags", 0)),
+                 ("frames/index", r.index)]  # the index last: a row with its index is whole
+        with self._writing():
+            for name, value in rows:
+                ds = self._dataset(name)
+                ds.resize(n + 1, axis=0)
+                ds[n] = value
         self.rows = n + 1
         self._since_flush += 1
         self._maybe_flush()
 
     def skip(self, first_index: int, count: int, reason: str) -> None:
-        f = self._open()
-        g = f["gaps"]
+        self._open()
         n = self._gap_rows
-        for name, value in (("first_index", first_index), ("count", count), ("reason", GAP_REASONS.index(reason))):
-            g[name].resize(n + 1, axis=0)
-            g[name][n] = value
+        with self._writing():
+            for name, value in (("first_index", first_index), ("count", count), ("reason", GAP_REASONS.index(reason))):
+                ds = self._dataset(f"gaps/{name}")
+                ds.resize(n + 1, axis=0)
+                ds[n] = value
         self._gap_rows = n + 1
 
     def train_log(self, step: int, losses: list[float]) -> None:
-        f = self._open()
+        self._open()
         n = self._train_rows
-        f["train/step"].resize(n + 1, axis=0)
-        f["train/step"][n] = step
-        f["train/loss"].resize(n + 1, axis=0)
-        f["train/loss"][n] = np.asarray(losses, dtype=np.float32)
+        with self._writing():
+            for name, value in (("train/step", step), ("train/loss", np.asarray(losses, dtype=np.float32))):
+                ds = self._dataset(name)
+                ds.resize(n + 1, axis=0)
+                ds[n] = value
         self._train_rows = n + 1
 
     def update_counters(self, counters: dict[str, int]) -> None:
@@ -365,33 +390,112 @@ class HDF5Sink:
         self._counters.update({k: int(v) for k, v in counters.items() if k in self._counters})
 
     def close(self) -> None:
+        """Write the counters, flush and close. After a failed write only the close is tried
+        (it writes what HDF5 still holds); an error closing is raised as OutputError, saying
+        what the file keeps."""
         if self.file is None:
             return
+        f, self.file = self.file, None
+        if self._failed is not None:
+            # HDF5 cannot close a file whose writes failed (it crashes trying): it is left
+            # open, as a killed run leaves it, and held so that it is never released
+            _ABANDONED.append((f, self._ds))
+            self._ds = {}
+            raise OutputError(f"{self.path} was left open after the failed write ({self._failed}); {self.kept()}")
+        self._ds = {}
         try:
-            self._write_counters()
-            self.file.flush()
-        finally:
-            self.file.close()
-            self.file = None
+            self._write_counters(f)
+            f.flush()
+            f["flushed_rows"][()] = self.rows
+            f.close()
+            self._flushed = self.rows
+        except Exception as exc:  # noqa: BLE001 - HDF5 raises RuntimeError as well as OSError
+            self._failed = _why(exc)
+            _ABANDONED.append((f, {}))
+            raise OutputError(f"closing {self.path} failed ({self._failed}); {self.kept()}") from exc
+
+    def kept(self) -> str:
+        """What the file holds for sure: the rows of the last flush that succeeded."""
+        return f"it keeps the {self._flushed} frames flushed before" + (
+            " the error" if self._failed is not None else "")
 
     # ---- internals ----------------------------------------------------------------------------
     def _open(self) -> h5py.File:
         if self.file is None:
             raise OutputError(f"{self.path}: setup() was not called or the file is closed")
+        if self._failed is not None:
+            raise OutputError(f"{self.path}: a write failed before ({self._failed}); {self.kept()}")
         return self.file
 
-    def _write_counters(self) -> None:
+    def _dataset(self, name: str) -> h5py.Dataset:
+        """The open dataset ``name``: kept open, so that HDF5 writes only when flushed (and a
+        write that fails, a full disk, is raised there and not lost in a destructor)."""
+        ds = self._ds.get(name)
+        if ds is None:
+            ds = self._ds[name] = self.file[name]  # type: ignore[index]
+        return ds
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around every write: a failure (a full disk, the file gone) is raised once as
+        OutputError saying what the file keeps, and every later call refuses to write."""
+        try:
+            yield
+        except OutputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - HDF5 raises RuntimeError as well as OSError
+            self._failed = _why(exc)
+            raise OutputError(f"writing {self.path} failed ({self._failed}); {self.kept()}") from exc
+
+    def _check_space(self, r: Decomposition) -> None:
+        """Stop while the disk still has room to close the file cleanly: free space under
+        MIN_FREE_BYTES / 2 plus two rows of this size is a DiskFull error."""
+        row = sum(a.nbytes for a in (r.raw, r.slow, r.fast, r.residual, *(r.components or {}).values())
+                  if isinstance(a, np.ndarray))
+        free = shutil.disk_usage(self.path.parent).free
+        if free < MIN_FREE_BYTES // 2 + 2 * row:
+            self._counters["sink_errors"] = max(self._counters["sink_errors"], 1)  # the file says so when closed
+            raise DiskFull(f"only {free / 2**20:.1f} MiB left on the disk of {self.path}: stopped before it is "
+                           f"full; the file keeps the {self.rows} frames written so far")
+
+    def _write_counters(self, f: h5py.File | None = None) -> None:
         """The file's counters: this run's, added to what the file counted before a resume."""
-        assert self.file is not None
-        self.file["counters"][:] = np.asarray([self._prior[k] + self._counters[k] for k in COUNTER_NAMES], dtype=np.int64)
+        f = f or self.file
+        assert f is not None
+        f["counters"][:] = np.asarray([self._prior[k] + self._counters[k] for k in COUNTER_NAMES], dtype=np.int64)
 
     def _maybe_flush(self) -> None:
         now = time.monotonic()
         if self._since_flush >= self.cfg.flush_every or now - self._last_flush >= self.cfg.flush_seconds:
-            self._write_counters()
-            self.file.flush()  # type: ignore[union-attr]
+            with self._writing():
+                self._write_counters()
+                self.file.flush()  # type: ignore[union-attr]
+                # only once the rows are on disk does /flushed_rows say so (a second, tiny flush)
+                self._dataset("flushed_rows")[()] = self.rows
+                self.file.flush()  # type: ignore[union-attr]
+            self._flushed = self.rows
             self._since_flush = 0
             self._last_flush = now
+
+
+_ABANDONED: list = []  # files whose writes failed, held open for the life of the process
+
+
+def abandoned() -> bool:
+    """True once a file whose write failed is held open in this process (see
+    ``HDF5Sink.close``): HDF5 may crash when the process exits normally, so the command
+    line leaves with ``os._exit``."""
+    return bool(_ABANDONED)
+
+
+def _why(exc: BaseException) -> str:
+    """The cause of an HDF5 write error in a few words (its errno text when it has one)."""
+    text = str(exc)
+    for known in ("No space left on device", "File too large", "Disk quota exceeded", "Read-only file system",
+                  "Input/output error", "Stale file handle"):
+        if known in text:
+            return known
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def read_counters(f: h5py.File) -> dict[str, int]:

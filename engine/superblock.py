@@ -97,6 +97,35 @@ def open_for_write(path: str | os.PathLike) -> bool:
     return bool(write_flags(path) & (WRITE_ACCESS | SWMR_WRITE_ACCESS))
 
 
+def stored_eof(path: str | os.PathLike) -> int:
+    """Where the superblock says the file ends (its end-of-file address plus the base
+    address), in bytes. A writer that failed (a full disk) or was killed may have recorded
+    more than it managed to write."""
+    with open(path, "rb") as fh:
+        offset, head = _locate(fh)
+    n = _layout(path, head)
+    size = head[9]
+    base = int.from_bytes(head[12:12 + size], "little")
+    eof = int.from_bytes(head[12 + 2 * size:12 + 3 * size], "little")
+    assert 12 + 4 * size == n
+    return base + eof + (offset if base == 0 else 0)
+
+
+def release(path: str | os.PathLike) -> list[str]:
+    """What a killed or failed writer left, undone so that any reader opens the file: the
+    open-for-write mark cleared, and a file shorter than its superblock says padded with
+    zeros to that length (space the writer allocated but never wrote; no data is lost).
+    Returns what was done, in words."""
+    done = []
+    if clear_write_flags(path):
+        done.append("cleared the open-for-write mark its writer left")
+    end, size = stored_eof(path), os.path.getsize(path)
+    if size < end:
+        os.truncate(path, end)
+        done.append(f"padded the file from {size} to the {end} bytes its superblock names")
+    return done
+
+
 def clear_write_flags(path: str | os.PathLike) -> bool:
     """Clear the "open for write" mark a killed writer left; True when there was one. Only
     the flags byte and the checksum are rewritten, and they are checked first: a
@@ -119,4 +148,4 @@ def clear_write_flags(path: str | os.PathLike) -> bool:
     return True
 
 
-__all__ = ["NotHDF5", "clear_write_flags", "lookup3", "open_for_write", "write_flags"]
+__all__ = ["NotHDF5", "clear_write_flags", "lookup3", "open_for_write", "release", "stored_eof", "write_flags"]

@@ -18,7 +18,15 @@ from lagsplit.engine.cascade import NETWORK_SETTINGS, Cascade, resolve_device
 from lagsplit.engine.checkpoint import Checkpointer, UnusableCheckpoint, checkpoint_path, load_checkpoint
 from lagsplit.engine.contracts import Adapter, Sink
 from lagsplit.engine.engine import Engine
-from lagsplit.engine.hdf5_sink import FileState, HDF5Sink, Resume, read_file_state, resume_mismatch, writer_alive
+from lagsplit.engine.hdf5_sink import (
+    FileState,
+    HDF5Sink,
+    Resume,
+    abandoned,
+    read_file_state,
+    resume_mismatch,
+    writer_alive,
+)
 from lagsplit.engine.monitor import Monitor
 from lagsplit.engine.status import Status
 from lagsplit.engine.threaded_sink import ThreadedSink
@@ -275,6 +283,25 @@ def execute(run: Run, console=None) -> Status:
         return _monitored(run, console)
     finally:
         remove_empty_folders(run.created_folders)
+
+
+def output_report(run: Run) -> str | None:
+    """After a run whose output failed: what the file holds now and how to go on."""
+    path = run.config.output.path
+    if not path or not Path(path).exists():
+        return None
+    if abandoned():  # this process still holds the file: reading it here could crash HDF5
+        return (f"{path} is left marked open for write: `lagsplit repair {path}` (once there is room) lets every "
+                f"reader open it, and --resume continues it")
+    try:
+        st = read_file_state(path)
+    except (OSError, KeyError) as exc:
+        return f"{path} cannot be read back ({exc})"
+    frames = f"{st.rows} whole frames" + (f" (index up to {st.last_index})" if st.rows else "")
+    if not st.open_for_write:
+        return f"{path} is closed and holds {frames}; --resume continues it once there is room"
+    return (f"{path} holds {frames} and is still marked open for write: `lagsplit repair {path}` (once there is "
+            f"room) lets every reader open it, and --resume continues it")
 
 
 def stopped_line(run: Run, status: Status) -> str:

@@ -64,7 +64,7 @@ def _run(cfg, view: bool = False) -> None:
     from lagsplit.engine.hdf5_sink import OutputError
     from lagsplit.engine.status import RunState
 
-    from .app import NothingToResume, build_run, execute, stopped_line
+    from .app import NothingToResume, build_run, execute, output_report, stopped_line
 
     if view:
         _check_view(cfg)
@@ -89,7 +89,8 @@ def _run(cfg, view: bool = False) -> None:
 
     console.print(final_status_line(status))
     if status.state == RunState.FAILED:
-        _fail(status.error or "run failed", code=1)
+        report = output_report(run) if status.sink_errors else None
+        _fail((status.error or "run failed") + (f"\n{report}" if report else ""), code=1)
     if run.stopped_by is not None:  # Ctrl-C / SIGTERM: scripts see the interruption (130 / 143)
         console.print(stopped_line(run, status), soft_wrap=True, highlight=False)
         raise typer.Exit(128 + run.stopped_by)
@@ -325,8 +326,9 @@ def repair(file: Annotated[Path, typer.Argument(help="HDF5 file a killed run lef
     if not done.changed:
         out.print(f"{file} was closed cleanly: nothing to repair ({frames}); any HDF5 reader opens it", soft_wrap=True)
         return
-    what = ["cleared the open-for-write mark its writer left"] if done.cleared else []
-    what += [f"cut {n} half-written row(s) of {name}" for name, n in done.cut.items()]
+    what = list(done.released)
+    if done.cut:
+        what.append(f"cut {max(done.cut.values())} row(s) written after its last whole flush")
     out.print(f"repaired {file}: {'; '.join(what)}; it keeps {frames} and any HDF5 reader opens it", soft_wrap=True)
 
 
@@ -424,7 +426,24 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        sys.exit(130)
+        _exit(130)
+    except SystemExit as exc:
+        _exit(exc)
+
+
+def _exit(how: SystemExit | int) -> None:
+    """Leave with the command's status. After a write to the output failed (a full disk),
+    HDF5 holds a file it cannot close and may crash when the interpreter shuts down: then
+    the streams are flushed and the process leaves at once, with the same status."""
+    import os
+
+    code = how if isinstance(how, int) else how.code
+    sink = sys.modules.get("lagsplit.engine.hdf5_sink")
+    if sink is not None and sink.abandoned():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code if isinstance(code, int) else (0 if code is None else 1))
+    raise how if isinstance(how, SystemExit) else SystemExit(how)
 
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 
 from lagsplit.engine.hdf5_sink import FileState, committed_rows, per_frame_datasets, read_file_state, writer_alive
-from lagsplit.engine.superblock import NotHDF5, clear_write_flags
+from lagsplit.engine.superblock import NotHDF5, release
 
 
 class RepairRefused(ValueError):
@@ -25,11 +25,12 @@ class RepairRefused(ValueError):
 
 @dataclass(frozen=True)
 class Repaired:
-    """What ``repair`` did: whether the open-for-write mark was cleared, the rows the file
-    keeps and their frame numbers, and the rows cut from each dataset that had more."""
+    """What ``repair`` did to the file's superblock (``released``: the open-for-write mark
+    cleared, the file padded to its recorded length), the rows the file keeps and their
+    frame numbers, and the rows cut from each dataset that had more."""
 
     path: Path
-    cleared: bool
+    released: list[str]
     rows: int
     first_index: int | None
     last_index: int | None
@@ -37,7 +38,7 @@ class Repaired:
 
     @property
     def changed(self) -> bool:
-        return self.cleared or bool(self.cut)
+        return bool(self.released) or bool(self.cut)
 
 
 def _state(path: Path) -> FileState:
@@ -61,7 +62,7 @@ def repair(path: str | os.PathLike) -> Repaired:
     if state.open_for_write and writer_alive(state):
         raise RepairRefused(f"{path} is being written by process {state.writer[1]} (lagsplit): a reader of a live "
                             f"file passes swmr=True; repair it only once no run writes it")
-    cleared = clear_write_flags(path) if state.open_for_write else False
+    released = release(path)
     cut: dict[str, int] = {}
     with h5py.File(path, "r") as f:
         rows = committed_rows(f)
@@ -82,7 +83,7 @@ def repair(path: str | os.PathLike) -> Repaired:
     with h5py.File(path, "r") as f:
         idx = f["frames/index"]
         first, last = (int(idx[0]), int(idx[-1])) if idx.shape[0] else (None, None)
-    return Repaired(path, cleared, rows, first, last, cut)
+    return Repaired(path, released, rows, first, last, cut)
 
 
 __all__ = ["RepairRefused", "Repaired", "repair"]

@@ -3,6 +3,9 @@ keeps is read back. README, "When things go wrong"."""
 from __future__ import annotations
 
 import os
+import re
+import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -348,9 +351,149 @@ def test_a_diverging_training_step_is_skipped_and_counted_and_the_last_good_weig
 
 def test_a_sudden_change_in_the_data_is_not_taken_for_a_divergence(tmp_path):
     scene = make_scene("filaments", frames=90, size=32, seed=1, n_filaments=2, n_spots=4)
-    scene.movie = scene.movie.astype(np.float32)
-    scene.movie[50:] *= 100  # the illumination steps up: losses jump tenfold, whatever the weights
-    scene.slow = scene.slow * np.where(np.arange(90) < 50, 1.0, 100.0)[:, None, None]
+    movie = scene.movie.astype(np.float32)
+    level = np.median(movie[50:], axis=(1, 2), keepdims=True)
+    movie[50:] = level + 30 * (movie[50:] - level)  # the contrast jumps (another sample, refocused)
+    scene.movie = movie  # every loss jumps, whatever the weights
     exploded = []
     status, counters, _ = _diverging_run(tmp_path / "step.h5", scene, 10.0, lr=3e-3, spy=exploded)
     assert exploded and counters["train_skipped"] == 0 and status.train_steps >= 80
+
+
+# ---- sink faults ---------------------------------------------------------------------------------------
+
+def _tmpfs(folder: Path, size: str, options: str = "") -> bool:
+    """Mount a tmpfs of ``size`` at ``folder`` (root only); False where this machine does not allow it."""
+    folder.mkdir()
+    opts = f"size={size}" + (f",{options}" if options else "")
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(folder)], capture_output=True).returncode == 0
+
+
+def _umount(folder: Path) -> None:
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_anything_runs(tmp_path, noise_stack):
+    src = tmp_path / "s.npy"
+    np.save(src, noise_stack)
+    places = [Path("/proc/lagsplit-out.h5")]  # a folder nobody writes in, root included
+    ro = tmp_path / "ro"
+    if _tmpfs(ro, "1m", "ro"):
+        places.append(ro / "out.h5")
+    try:
+        for out in places:
+            res = CliRunner().invoke(app, ["replay", str(src), "--out", str(out), *FAST_CLI])
+            text = " ".join(res.output.split())
+            assert res.exit_code == 2 and f"cannot write in output folder {out.parent}" in text, text
+            assert "frames processed" not in text and not out.exists()
+    finally:
+        _umount(ro)
+
+
+def _big_stack(tmp_path: Path, frames: int) -> tuple[Path, np.ndarray]:
+    rng = np.random.default_rng(5)
+    movie = rng.poisson(100, (frames, 128, 128)).astype(np.uint16)  # 160 KiB a row in the file
+    src = tmp_path / "big.npy"
+    np.save(src, movie)
+    return src, movie
+
+
+def test_a_disk_filling_up_stops_the_run_cleanly_with_every_frame_kept(tmp_path):
+    disk = tmp_path / "disk"
+    if not _tmpfs(disk, "24m"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        src, movie = _big_stack(tmp_path, 300)
+        out = disk / "run.h5"
+        proc = start("replay", str(src), "--out", str(out), "--fps", "40", "--set", "output.flush_every=5")
+        try:
+            wait_for_rows(proc, out, 10)
+            filler = disk / "other-data"
+            with open(filler, "wb") as fh:  # another program fills the disk, all but 3 MiB
+                fh.write(b"\0" * (shutil.disk_usage(disk).free - 3 * 2**20))
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        err = " ".join(err.split())
+        assert proc.returncode == 1, (err[-3000:], out.stat().st_size, shutil.disk_usage(disk).free)
+        kept = int(re.search(r"stopped before it is full; the file keeps the (\d+) frames written so far", err).group(1))
+        assert f"{out} is closed and holds {kept} whole frames" in err
+        with h5py.File(out, "r") as f:  # closed cleanly: any reader
+            assert set(per_frame_lengths(f).values()) == {kept} and kept >= 10
+            np.testing.assert_array_equal(f["raw"][:], movie[:kept])
+            assert read_counters(f)["sink_errors"] == 1
+        filler.unlink()  # room again: the run continues where it stopped
+        res = subprocess.run([sys.executable, "-m", "lagsplit", "replay", str(src), "--out", str(out), "--resume",
+                              "--set", "source.stop=40", *FAST_CLI], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        with h5py.File(out, "r") as f:
+            np.testing.assert_array_equal(f["frames/index"][:], np.arange(40))
+            np.testing.assert_array_equal(f["raw"][:], movie[:40])
+    finally:
+        _umount(disk)
+
+
+def _limit_file_size(limit: int):
+    def apply() -> None:  # in the child: its files may not grow past ``limit`` bytes (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    return apply
+
+
+def test_a_write_that_fails_mid_run_stops_it_and_the_file_keeps_every_flushed_frame(tmp_path):
+    """Where a full disk cannot be staged: the kernel refuses the writes past a file-size
+    limit (EFBIG) in the middle of HDF5's flush, as it refuses them on a full disk."""
+    src, movie = _big_stack(tmp_path, 80)
+    out = tmp_path / "run.h5"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="250")
+    res = subprocess.run([sys.executable, "-m", "lagsplit", "replay", str(src), "--out", str(out), "--fps", "100",
+                          *FAST_CLI, "--set", "output.flush_every=5"], capture_output=True, text=True, timeout=120,
+                         env=env, preexec_fn=_limit_file_size(3_000_000))
+    err = " ".join(res.stderr.split())
+    assert res.returncode == 1, err  # a clean stop, not a crash
+    kept = int(re.search(r"failed \(File too large\); it keeps the (\d+) frames flushed before the error", err).group(1))
+    assert f"`lagsplit repair {out}`" in err and kept >= 5
+    fixed = CliRunner().invoke(app, ["repair", str(out)])
+    assert fixed.exit_code == 0 and f"it keeps {kept} frames" in " ".join(fixed.output.split()), fixed.output
+    with h5py.File(out, "r") as f:
+        assert set(per_frame_lengths(f).values()) == {kept}
+        np.testing.assert_array_equal(f["raw"][:], movie[:kept])
+    again = subprocess.run([sys.executable, "-m", "lagsplit", "replay", str(src), "--out", str(out), "--resume",
+                            *FAST_CLI], capture_output=True, text=True, timeout=120, env=env)
+    assert again.returncode == 0, again.stderr
+    with h5py.File(out, "r") as f:
+        np.testing.assert_array_equal(f["frames/index"][:], np.arange(len(movie)))
+        np.testing.assert_array_equal(f["raw"][:], movie)
+
+
+CUT_SHORT = """
+import os, sys
+import numpy as np
+from lagsplit.engine.config import OutputConfig
+from lagsplit.engine.contracts import RunInfo
+from lagsplit.engine.frame import Decomposition
+from lagsplit.engine.hdf5_sink import HDF5Sink
+
+path = sys.argv[1]
+sink = HDF5Sink(path, OutputConfig(path=path, flush_every=5, flush_seconds=3600))
+sink.setup(RunInfo(shape=(8, 8), dtype="<u2", lags=(4,), source="test", config_json="{}", components=False))
+for i in range(12):
+    raw = np.full((8, 8), i + 1, np.uint16)
+    sink.append(Decomposition(i, float(i), raw, raw.astype(np.float32), np.zeros((8, 8), np.float32), None, None, 0, False))
+sink.file.flush()  # rows 10 and 11 reach the disk without /flushed_rows saying so, as in a write cut short
+os._exit(0)
+"""
+
+
+def test_rows_past_the_last_whole_flush_are_cut_by_repair(tmp_path):
+    out = tmp_path / "short.h5"
+    subprocess.run([sys.executable, "-c", CUT_SHORT, str(out)], check=True, timeout=60)
+    with h5py.File(out, "r", swmr=True) as f:
+        assert f["frames/index"].shape == (12,) and f["flushed_rows"][()] == 10
+    res = CliRunner().invoke(app, ["repair", str(out)])
+    assert res.exit_code == 0 and "cut 2 row(s) written after its last whole flush" in " ".join(res.output.split())
+    with h5py.File(out, "r") as f:
+        assert set(per_frame_lengths(f).values()) == {10}
+        assert f["raw"][:, 0, 0].tolist() == list(range(1, 11))
