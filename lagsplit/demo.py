@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import h5py
+import numpy as np
 from rich.console import Console
 
 from lagsplit.adapters.synthetic import SyntheticAdapter
@@ -53,6 +54,14 @@ def run_demo(cfg: Config, console: Console, png: Path) -> dict:
                   f"{status.dropped} dropped, device {status.device}")
     if status.error:
         console.print(f"[red]error: {status.error}[/]")
+    with h5py.File(cfg.output.path, "r") as f:
+        lat = f["frames/latency_ms"][:]
+    if len(lat) and src.fps:
+        p50, p99 = np.percentile(lat, [50, 99])
+        kept = status.dropped == 0 and p99 < 1000.0 / src.fps * 4
+        console.print(f"{src.size}x{src.size} at {src.fps:g} frames/s: "
+                      + ("[green]kept up[/]" if kept else "[yellow]fell behind[/] (a busy machine? see BENCHMARKS.md)")
+                      + f", latency p50 {p50:.0f} ms, p99 {p99:.0f} ms, {status.dropped} dropped")
     with h5py.File(cfg.output.path, "r") as f:
         idx = f["frames/index"][:]
         panel_figure(f["raw"][:] if "raw" in f else adapter.scene.movie[idx], f["slow"][:], f["fast"][:], png)

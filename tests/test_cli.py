@@ -287,3 +287,11 @@ def test_publish_and_pretrain_read_the_chosen_plane_and_refuse_what_they_must(tm
     res = CliRunner().invoke(app, ["pretrain", str(src), "--out", str(src), "--channel", "0"])
     assert res.exit_code == 2 and "is the input" in res.output
     assert _snapshot(src) == before
+
+
+def test_the_demo_says_whether_it_kept_up_with_its_rate(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    small = [*FAST, "--set", "source.frames=12", "--set", "source.size=32", "--set", "source.fps=20"]
+    res = CliRunner().invoke(app, ["demo", *small])
+    assert res.exit_code == 0, res.output
+    assert "32x32 at 20 frames/s:" in res.output and "latency p50" in res.output and "dropped" in res.output
