@@ -75,9 +75,12 @@ def render(st: Status, width: int = 24) -> Group:
               + ("" if st.live else "  (replay: includes queueing)"))
     if st.total:
         t.add_row("progress", progress(st), "", "")
-    t.add_row("dropped", str(st.dropped), "rejected", f"{st.rejected}   gaps {st.gaps}   non-finite {st.nonfinite}   changes {st.changes}")
+    t.add_row("dropped", _count(st.dropped), "rejected",
+              f"{_count(st.rejected)}   gaps {st.gaps}   non-finite {_count(st.nonfinite)}   changes {st.changes}")
+    t.add_row("flagged", f"blank {_count(st.blank)}   saturated {_count(st.saturated)}", "file",
+              f"sink errors {_count(st.sink_errors)}   not processed {_count(st.not_processed)}   resumes {st.resumes}")
     losses = "  ".join(f"L{lag}: {_fmt(loss, digits=3)}" for lag, loss in zip(st.lags, st.loss))
-    t.add_row("training", f"{_fmt(st.train_rate_hz)} steps/s, {st.train_skipped} skipped", "loss", losses)
+    t.add_row("training", f"{_fmt(st.train_rate_hz)} steps/s, {_count(st.train_skipped)} skipped", "loss", losses)
     t.add_row("model", f"v{st.model_version}" + ("  [yellow]warm-up[/]" if st.warmup else ""), "frame",
               "-" if st.last_index is None else str(st.last_index))
     parts: list = [t]
@@ -96,6 +99,21 @@ def render(st: Status, width: int = 24) -> Group:
                      half_blocks(pv.fast, width, "fast", 0.0, fhi))
         parts.append(grid)
     return Group(Panel(Group(*parts), title=f"lagsplit · {st.source}", border_style="blue"))
+
+
+def _count(n: int) -> str:
+    """A fault count: red once it is not zero, so trouble shows at a glance."""
+    return f"[bold red]{n}[/]" if n else str(n)
+
+
+FAULTS = ("rejected", "dropped", "not_processed", "nonfinite", "blank", "saturated", "train_skipped", "sink_errors",
+          "resumes")
+"""The counts the log line lists when they are not zero (the names of the file's /counters)."""
+
+
+def faults(st: Status) -> str:
+    """The fault counts that are not zero, e.g. "nonfinite 2, train_skipped 5" ("" when none)."""
+    return ", ".join(f"{name} {getattr(st, name)}" for name in FAULTS if getattr(st, name))
 
 
 def keeping_up(st: Status) -> str:
@@ -125,6 +143,7 @@ def log_line(st: Status) -> str:
         f"dropped {st.dropped} rejected {st.rejected} gaps {st.gaps} | train {_fmt(st.train_rate_hz)} steps/s "
         f"v{st.model_version}{' warm-up' if st.warmup else ''} loss {losses} | {st.device}"
         + (f" | {progress(st)}" if st.total else "")
+        + (f" | faults: {faults(st)}" if faults(st) else "")
     )
 
 

@@ -2,6 +2,7 @@
 keeps is read back. README, "When things go wrong"."""
 from __future__ import annotations
 
+import io
 import os
 import re
 import resource
@@ -16,6 +17,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
+from rich.text import Text
 from typer.testing import CliRunner
 
 from lagsplit.adapters.synthetic import ArrayStream, make_scene
@@ -25,6 +28,8 @@ from lagsplit.engine.config import ModelConfig, OutputConfig, RuntimeConfig, Tra
 from lagsplit.engine.engine import Engine
 from lagsplit.engine.frame import Frame
 from lagsplit.engine.hdf5_sink import HDF5Sink, read_counters
+from lagsplit.engine.monitor import render
+from lagsplit.engine.status import RunState, Status
 from lagsplit.engine.threaded_sink import ThreadedSink
 from lagsplit.engine.trainer import OnlineTrainer
 from lagsplit.metrics import nrmse
@@ -497,3 +502,52 @@ def test_rows_past_the_last_whole_flush_are_cut_by_repair(tmp_path):
     with h5py.File(out, "r") as f:
         assert set(per_frame_lengths(f).values()) == {10}
         assert f["raw"][:, 0, 0].tolist() == list(range(1, 11))
+
+
+# ---- what the user sees --------------------------------------------------------------------------------
+
+def test_the_monitor_and_inspect_show_the_fault_counters(tmp_path, noise_stack):
+    movie = np.concatenate([noise_stack, noise_stack]).astype(np.float32)  # 60 frames
+    movie[[10, 20]] = np.nan
+    movie[30] = 0.0
+    src, out = tmp_path / "faulty.npy", tmp_path / "faulty.h5"
+    np.save(src, movie)
+    res = lagsplit_run("replay", str(src), "--out", str(out), "--fps", "30", "--set", "train.lr=1.0",
+                       "--set", "monitor.mode=log", "--set", "monitor.log_every_s=0.5")
+    assert res.returncode == 0, res.stderr
+    with h5py.File(out, "r") as f:
+        counters = read_counters(f)
+    skipped = counters["train_skipped"]
+    assert (counters["nonfinite"], counters["blank"]) == (2, 1) and skipped > 0
+    log = " ".join(res.stderr.split())
+    assert f"faults: nonfinite 2, blank 1, train_skipped {skipped}" in log  # the monitor's last line
+    shown = " ".join(lagsplit_run("inspect", str(out), "--no-config").stdout.split())
+    for expected in ("nonfinite 2", "blank 1", f"train_skipped {skipped}", "sink_errors 0", "resumes 0",
+                     "flagged frames 2 nonfinite, 1 blank", "resumes none"):
+        assert expected in shown, expected
+
+    console = Console(file=io.StringIO(), width=200, color_system="truecolor", force_terminal=True)
+    status = dict(processed=57, nonfinite=2, blank=1, saturated=0, train_skipped=skipped, sink_errors=1, resumes=1,
+                  not_processed=3)
+    console.print(render(_status_like(**status), width=8))
+    panel = Text.from_ansi(console.file.getvalue()).plain
+    for label, value in (("blank", 1), ("saturated", 0), ("non-finite", 2), ("sink errors", 1),
+                         ("not processed", 3), ("resumes", 1)):
+        assert re.search(rf"(?<![\w-]){label} +{value}(?!\S)", panel), (label, value, panel)
+    assert f"{skipped} skipped" in panel
+
+
+def _status_like(**counts) -> Status:
+    base = dict(state=RunState.RUNNING, reason=None, source="test", device="cpu", lags=(4,), elapsed_s=1.0,
+                received=60, processed=60, rejected=0, dropped=0, gaps=0, nonfinite=0, changes=0, queue_depth=0,
+                queue_capacity=32, in_rate_hz=30.0, out_rate_hz=30.0, latency_p50_ms=5.0, latency_p99_ms=9.0,
+                train_steps=10, train_rate_hz=5.0, train_skipped=0, loss=(0.1,), model_version=10, warmup=False,
+                last_index=59, error=None)
+    return Status(**{**base, **counts})
+
+
+def lagsplit_run(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="250")
+    extra = FAST_CLI if args[0] != "inspect" else []
+    return subprocess.run([sys.executable, "-m", "lagsplit", args[0], *extra, *args[1:]], capture_output=True,
+                          text=True, timeout=120, env=env)
