@@ -174,10 +174,10 @@ def replay(
     config: ConfigOpt = None,
     sets: SetOpt = None,
     dry_run: DryRun = False,
+    view: ViewOpt = False,
 ) -> None:
     """Play a recorded stack through the engine as a live stream."""
     extra = ["source.kind=replay", f"source.path={_quote(stack)}"] + ([f"source.fps={fps}"] if fps is not None else [])
-    view: ViewOpt = False,
     _run_source(extra + _plane_settings(channel, z, axes), out_path, overwrite, config, sets, dry_run, view)
 
 
@@ -193,10 +193,10 @@ def watch(
     config: ConfigOpt = None,
     sets: SetOpt = None,
     dry_run: DryRun = False,
+    view: ViewOpt = False,
 ) -> None:
     """Follow a folder of image files as they are written, in frame-number order."""
     extra = ["source.kind=watch", f"source.path={_quote(str(folder))}"]
-    view: ViewOpt = False,
     for key, value in (("poll", poll), ("idle_timeout_s", idle_timeout), ("end_marker", end_marker), ("glob", glob)):
         if value is not None:
             extra.append(f"source.{key}={_quote(value) if isinstance(value, str) else str(value).lower()}")
@@ -214,10 +214,10 @@ def attach(
     config: ConfigOpt = None,
     sets: SetOpt = None,
     dry_run: DryRun = False,
+    view: ViewOpt = False,
 ) -> None:
     """Receive frames over ZeroMQ (wire protocol v1) until the sender's end message."""
     extra = ["source.kind=zmq", f"source.endpoint={_quote(endpoint)}"]
-    view: ViewOpt = False,
     if sub is not None:
         extra.append(f"source.socket={'sub' if sub else 'pull'}")
     if bind is not None:
@@ -332,9 +332,6 @@ def repair(file: Annotated[Path, typer.Argument(help="HDF5 file a killed run lef
     out.print(f"repaired {file}: {'; '.join(what)}; it keeps {frames} and any HDF5 reader opens it", soft_wrap=True)
 
 
-def _run_source(extra: list[str], out_path: Path | None, overwrite: bool, config: Path | None,
-                sets: list[str] | None, dry_run: bool, view: bool = False) -> None:
-    """The shared tail of replay / watch / attach: command settings < file < --set, then run."""
 @app.command("view")
 def view_file(
     file: Annotated[Path, typer.Argument(help="HDF5 file written by lagsplit (or being written, with --follow).")],
@@ -389,6 +386,9 @@ def export(
               f"({', '.join(rep.channels)}) of {h}x{w} {rep.dtype}, {px}, {dt}")
 
 
+def _run_source(extra: list[str], out_path: Path | None, overwrite: bool, config: Path | None,
+                sets: list[str] | None, dry_run: bool, view: bool = False) -> None:
+    """The shared tail of replay / watch / attach: command settings < file < --set, then run."""
     cfg = _load(config, sets, extra=[*extra, *_output_settings(out_path, overwrite)])
     if dry_run:
         _dry(cfg)
