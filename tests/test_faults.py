@@ -147,7 +147,8 @@ def _stop_with(tmp_path: Path, noise_stack: np.ndarray, signals: list[int]) -> t
     """A replay whose worker is slower than its source (20 training steps a frame), so its
     queue holds frames when the signals come."""
     src, out = long_stack(tmp_path, noise_stack), tmp_path / "stopped.h5"
-    proc = start("replay", str(src), "--out", str(out), "--fps", "60", "--set", "train.steps_per_frame=20",
+    proc = start("replay", str(src), "--out", str(out), "--fps", "60", "--set", "train.mode=fixed",
+                 "--set", "train.steps_per_frame=20",
                  "--set", "output.flush_every=5")
     try:
         wait_for_rows(proc, out, 10)
