@@ -39,10 +39,11 @@ PER_FRAME = ("slow", "fast", "raw", "frames/index", "frames/timestamp", "frames/
              "frames/latency_ms")
 
 
-def start(*args: str) -> subprocess.Popen:
-    """A real `lagsplit` process in the background (the fast tiny engine), stderr captured."""
+def start(*args: str, after: tuple[str, ...] = ()) -> subprocess.Popen:
+    """A real `lagsplit` process in the background (the fast tiny engine, then ``after``, whose
+    settings win over the tiny engine's), stderr captured."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="250")
-    return subprocess.Popen([sys.executable, "-m", "lagsplit", *args, *FAST_CLI], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "lagsplit", *args, *FAST_CLI, *after], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -147,9 +148,8 @@ def _stop_with(tmp_path: Path, noise_stack: np.ndarray, signals: list[int]) -> t
     """A replay whose worker is slower than its source (20 training steps a frame), so its
     queue holds frames when the signals come."""
     src, out = long_stack(tmp_path, noise_stack), tmp_path / "stopped.h5"
-    proc = start("replay", str(src), "--out", str(out), "--fps", "60", "--set", "train.mode=fixed",
-                 "--set", "train.steps_per_frame=20",
-                 "--set", "output.flush_every=5")
+    proc = start("replay", str(src), "--out", str(out), "--fps", "60",
+                 after=("--set", "train.steps_per_frame=20", "--set", "output.flush_every=5"))
     try:
         wait_for_rows(proc, out, 10)
         time.sleep(0.5)  # let the queue fill
