@@ -90,6 +90,9 @@ class WatchSource(Settings):
     None: no marker."""
     existing: bool = True
     """Take the files already in the folder at start first; false: only new files."""
+    gone_timeout_s: float | None = Field(None, gt=0)
+    """The watched folder deleted while the run goes on: end the run after this many seconds
+    without it; None: wait for it to come back, then follow it again (either way the log says so)."""
 
     @field_validator("frame_pattern")
     @classmethod
@@ -150,7 +153,7 @@ def build_adapter(cfg: Settings) -> Adapter:
             cfg.path, glob=cfg.glob, frame_pattern=cfg.frame_pattern, poll=cfg.poll,
             poll_interval_s=cfg.poll_interval_s, settle_s=cfg.settle_s, give_up_s=cfg.give_up_s,
             reorder_s=cfg.reorder_s, idle_timeout_s=cfg.idle_timeout_s, end_marker=cfg.end_marker,
-            existing=cfg.existing,
+            existing=cfg.existing, gone_timeout_s=cfg.gone_timeout_s,
         )
     if isinstance(cfg, ZmqSource):
         from .zmq_source import ZmqAdapter

@@ -114,7 +114,7 @@ class WatchAdapter:
                  poll: bool = False, poll_interval_s: float = 0.5, settle_s: float = 0.25,
                  give_up_s: float = 5.0, reorder_s: float = 1.0, idle_timeout_s: float | None = None,
                  end_marker: str | None = None, existing: bool = True, tick_s: float = 0.02,
-                 max_ready: int = 64,
+                 max_ready: int = 64, gone_timeout_s: float | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  reader: Callable[[str], np.ndarray] = read_image,
                  observer_factory: Callable[[], object] | None = None) -> None:
@@ -130,6 +130,9 @@ class WatchAdapter:
         self.settle_s, self.give_up_s, self.reorder_s = settle_s, give_up_s, reorder_s
         self.idle_timeout_s, self.end_marker, self.existing = idle_timeout_s, end_marker, existing
         self.tick_s, self.max_ready = tick_s, max(1, max_ready)
+        self.gone_timeout_s = gone_timeout_s
+        self._gone_since: float | None = None  # when the folder was found missing
+        self._looked_at = -1e9  # when the folder's presence was last checked
         self.clock, self.reader = clock, reader
         self._observer_factory = observer_factory
         self._observer = None
@@ -223,6 +226,11 @@ class WatchAdapter:
         while not self._stop.is_set():
             self._drain_events()
             now = self.clock()
+            gone = self._check_folder(now)
+            if gone is not None:
+                self.finish_reason = gone
+                log.warning("watch ends: %s", gone)
+                return
             self._check_pending(now)
             ending = self._ending(now)
             yield from self._emit(now, final=ending is not None)
@@ -232,11 +240,47 @@ class WatchAdapter:
                 return
 
     # ---- discovery ----------------------------------------------------------------------------
+    def _check_folder(self, now: float) -> str | None:
+        """Every ``poll_interval_s``: is the folder still there? One that was deleted is
+        reported and waited for; when it is back it is followed again (the files in it taken
+        as at the start). Returns why the watch ends when it stayed away ``gone_timeout_s``."""
+        if now - self._looked_at < min(self.poll_interval_s, 0.25):
+            return None
+        self._looked_at = now
+        there = self.folder.is_dir()
+        if not there and self._gone_since is None:
+            self._gone_since = now
+            log.warning("the watched folder %s is gone: waiting for it to come back%s", self.folder,
+                        "" if self.gone_timeout_s is None else f" for {self.gone_timeout_s:g} s")
+        elif there and self._gone_since is not None:
+            log.warning("the watched folder %s is back after %.1f s: following it again", self.folder,
+                        now - self._gone_since)
+            self._gone_since = None
+            self._refollow(now)
+        elif not there and self.gone_timeout_s is not None and now - self._gone_since >= self.gone_timeout_s:
+            return f"the watched folder {self.folder} was gone for {self.gone_timeout_s:g} s"
+        return None
+
+    def _refollow(self, now: float) -> None:
+        """A new observer on the folder that came back (the old one watched the deleted one)."""
+        obs, self._observer = self._observer, None
+        if obs is not None:
+            try:
+                obs.stop()
+                obs.join(timeout=5)
+            except Exception:  # noqa: BLE001 - it watched a folder that is gone
+                pass
+        self.open()
+        self._scan(now)
+
     def _scan(self, now: float) -> None:
-        with os.scandir(self.folder) as it:
-            for entry in it:
-                if entry.is_file():
-                    self._see(entry.path, now)
+        try:
+            with os.scandir(self.folder) as it:
+                for entry in it:
+                    if entry.is_file():
+                        self._see(entry.path, now)
+        except FileNotFoundError:  # deleted while the watch runs: _check_folder reports it
+            pass
 
     def _drain_events(self) -> None:
         try:
