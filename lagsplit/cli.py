@@ -527,61 +527,38 @@ def pretrain(
     out.print(f"wrote {res.path}: {res.steps} training steps on {res.frames} frames in {res.seconds:.1f} s")
 
 
-def _accept_init(*names: str) -> None:
-    """Give the named commands ``--init WEIGHTS``: shorthand for ``--set train.init=WEIGHTS``
-    (weights from ``lagsplit pretrain``). Added by wrapping, so the commands stay as written."""
+def _add_setting_option(names: tuple[str, ...], name: str, annotation, default, to_sets) -> None:
+    """Give the named commands (those with ``--set``) one more option, ``name``: wrapped,
+    so the commands stay as written; ``to_sets(value)`` turns its value into settings that
+    come before the command's own ``--set`` ones."""
     import functools
     import inspect
 
     for info in app.registered_commands:
         fn = info.callback
-        if fn is None or fn.__name__ not in names or getattr(fn, "_accepts_init", False):
+        if fn is None or fn.__name__ not in names or name in inspect.signature(fn).parameters:
             continue
         sig = inspect.signature(fn, eval_str=True)
         if "sets" not in sig.parameters:
             continue
 
-        @functools.wraps(fn)
-        def wrapper(*args, _fn=fn, init: Path | None = None, **kwargs):
-            if init is not None:
-                kwargs["sets"] = [f"train.init={_quote(str(init))}", *(kwargs.get("sets") or [])]
+        def wrapper(*args, _fn=fn, **kwargs):
+            value = kwargs.pop(name, default)
+            kwargs["sets"] = [*to_sets(value), *(kwargs.get("sets") or [])]
             return _fn(*args, **kwargs)
 
-        param = inspect.Parameter("init", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=_InitOpt)
+        wrapper = functools.wraps(fn)(wrapper)
+        param = inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
         wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), param])  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {**fn.__annotations__, "init": _InitOpt}
-        wrapper._accepts_init = True  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {**fn.__annotations__, name: annotation}
         info.callback = wrapper
 
 
 _InitOpt = Annotated[Path | None, typer.Option("--init", help="Start from these weights (lagsplit pretrain): same as --set train.init=PATH.")]
-_accept_init("run", "replay", "demo", "watch", "attach")
-
-
-def _accept_resume(*names: str) -> None:
-    """Give the named commands ``--resume``: shorthand for ``--set output.resume=true`` (continue
-    the output after its last frame). Added by wrapping, like ``--init``."""
-    import functools
-    import inspect
-
-    for info in app.registered_commands:
-        fn = info.callback
-        if fn is None or fn.__name__ not in names or getattr(fn, "_accepts_resume", False):
-            continue
-        sig = inspect.signature(fn, eval_str=True)
-
-        @functools.wraps(fn)
-        def wrapper(*args, _fn=fn, resume: bool = False, **kwargs):
-            if resume:
-                kwargs["sets"] = ["output.resume=true", *(kwargs.get("sets") or [])]
-            return _fn(*args, **kwargs)
-
-        param = inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=_ResumeOpt)
-        wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), param])  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {**fn.__annotations__, "resume": _ResumeOpt}
-        wrapper._accepts_resume = True  # type: ignore[attr-defined]
-        info.callback = wrapper
-
-
 _ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the output after its last frame, from its newest model checkpoint (output.resume); a missing output is started.")]
-_accept_resume("run", "replay", "watch", "attach")
+# --init WEIGHTS: --set train.init=WEIGHTS (weights from `lagsplit pretrain`)
+_add_setting_option(("run", "replay", "demo", "watch", "attach"), "init", _InitOpt, None,
+                    lambda v: [f"train.init={_quote(str(v))}"] if v is not None else [])
+# --resume: --set output.resume=true (continue the output after its last frame)
+_add_setting_option(("run", "replay", "watch", "attach"), "resume", _ResumeOpt, False,
+                    lambda v: ["output.resume=true"] if v else [])
