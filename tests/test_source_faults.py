@@ -41,7 +41,9 @@ def test_a_zeromq_sender_that_goes_away_and_comes_back_is_followed_again(ctx, ki
     port = probe.bind_to_random_port("tcp://127.0.0.1")
     probe.close(linger=0)
     adapter = ZmqAdapter(f"tcp://127.0.0.1:{port}", socket=kind, bind=False, idle_timeout_s=10, context=ctx)
-    send_kind = zmq.PUSH if kind == "pull" else zmq.PUB
+    # XPUB is a PUB that hears subscriptions: the sender waits for the receiver's, so no
+    # frame goes out before anyone listens (PUB drops those, by design)
+    send_kind = zmq.PUSH if kind == "pull" else zmq.XPUB
     got: list[int] = []
 
     def receive() -> None:
@@ -53,7 +55,11 @@ def test_a_zeromq_sender_that_goes_away_and_comes_back_is_followed_again(ctx, ki
     try:
         for first, last, final in ((0, 6, False), (6, 12, True)):  # the acquisition PC restarts its sender
             sock = _sender(ctx, send_kind, port)
-            time.sleep(0.5)  # the receiver reconnects (and a SUB subscribes) before anything is sent
+            if send_kind == zmq.XPUB:
+                assert sock.poll(15000), "the receiver never subscribed"
+                sock.recv()  # its subscription
+            else:
+                time.sleep(0.5)  # the receiver reconnects before anything is sent
             sock.send_multipart(encode_start("run", SHAPE, MOVIE.dtype))
             for i in range(first, last):
                 sock.send_multipart(encode_image("run", i, MOVIE[i], t=float(i)))
