@@ -37,13 +37,13 @@ def _sender(ctx: zmq.Context, kind: int, port: int) -> zmq.Socket:
 
 @pytest.mark.parametrize("kind", ["pull", "sub"])
 def test_a_zeromq_sender_that_goes_away_and_comes_back_is_followed_again(ctx, kind):
-    probe = ctx.socket(zmq.PUSH)
-    port = probe.bind_to_random_port("tcp://127.0.0.1")
-    probe.close(linger=0)
-    adapter = ZmqAdapter(f"tcp://127.0.0.1:{port}", socket=kind, bind=False, idle_timeout_s=10, context=ctx)
     # XPUB is a PUB that hears subscriptions: the sender waits for the receiver's, so no
     # frame goes out before anyone listens (PUB drops those, by design)
     send_kind = zmq.PUSH if kind == "pull" else zmq.XPUB
+    sock = ctx.socket(send_kind)
+    sock.setsockopt(zmq.LINGER, 2000)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")  # the receiver connects to a listening sender
+    adapter = ZmqAdapter(f"tcp://127.0.0.1:{port}", socket=kind, bind=False, idle_timeout_s=30, context=ctx)
     got: list[int] = []
 
     def receive() -> None:
@@ -54,9 +54,10 @@ def test_a_zeromq_sender_that_goes_away_and_comes_back_is_followed_again(ctx, ki
     reader.start()
     try:
         for first, last, final in ((0, 6, False), (6, 12, True)):  # the acquisition PC restarts its sender
-            sock = _sender(ctx, send_kind, port)
+            if sock is None:
+                sock = _sender(ctx, send_kind, port)
             if send_kind == zmq.XPUB:
-                assert sock.poll(15000), "the receiver never subscribed"
+                assert sock.poll(30000), f"the receiver never subscribed to sender {first // 6 + 1}"
                 sock.recv()  # its subscription
             else:
                 time.sleep(0.5)  # the receiver reconnects before anything is sent
@@ -67,8 +68,11 @@ def test_a_zeromq_sender_that_goes_away_and_comes_back_is_followed_again(ctx, ki
                 sock.send_multipart(encode_end("run", len(MOVIE)))
             time.sleep(0.3)
             sock.close()
+            sock = None
         reader.join(15)
     finally:
+        if sock is not None:
+            sock.close(linger=0)
         adapter.stop()
         reader.join(5)
         adapter.close()
