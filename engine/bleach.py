@@ -26,6 +26,7 @@ from torch.nn import functional as F
 MIN_GAIN, MAX_GAIN = 0.02, 50.0  # a tile never counts as more than 50x faded or brightened
 KEEP = 0.75  # the share of a tile's lowest values its level is the mean of
 LEVEL_ALPHA, TREND_ALPHA = 0.1, 0.05  # smoothing of each tile's log gain and of its trend per frame
+START = 0.02  # a tile this far (about 2 %) from its first level is fading: its gain starts fast
 SNAP = 0.1  # a tile's log gain off its prediction by more than this (about 10 %) is taken as measured
 
 
@@ -73,10 +74,19 @@ class BleachGain:
             self.ref = level.clamp_min(self._floor)
             self._log = torch.zeros_like(level)
             self._trend = torch.zeros_like(level)
+            self._n = 0
+        self._n += 1
         measured = (level.clamp_min(self._floor) / self.ref).clamp(MIN_GAIN, MAX_GAIN).log()
+        # over the first frames, a tile that is already fading weighs its new measurements
+        # more (as an average of the frames so far would): the smoothing would otherwise lag a
+        # fade that starts at once, its trend beginning at zero. A tile within START of its
+        # first level keeps the steady weights, so the gain of an unfading sample stays put.
+        fading = measured.abs() > START
+        a_level = torch.where(fading, max(LEVEL_ALPHA, 2.0 / (self._n + 1)), LEVEL_ALPHA)
+        a_trend = torch.where(fading, max(TREND_ALPHA, 2.0 / (self._n + 1)), TREND_ALPHA)
         predicted = self._log + self._trend
-        new = predicted + LEVEL_ALPHA * (measured - predicted)
-        trend = self._trend + TREND_ALPHA * (new - self._log - self._trend)
+        new = predicted + a_level * (measured - predicted)
+        trend = self._trend + a_trend * (new - self._log - self._trend)
         # a jump no fade makes in one frame (an illumination step) is taken at once
         jump = (measured - predicted).abs() > SNAP
         self._log = torch.where(jump, measured, new)

@@ -23,6 +23,7 @@ from .change import ChangeDetector
 from .config import ModelConfig
 from .detail import FineDetail, bin_factor, bin_frame, upsample
 from .features import TemporalFeatures
+from .level import LevelMatch
 from .nets import LagUNet
 from .ring import Ring
 
@@ -147,6 +148,7 @@ class Cascade:
         self.fine: FineDetail | None = None  # full-resolution detail when frames are binned
         self._pinned_in: torch.Tensor | None = None  # host staging buffer of a CUDA run
         self.bleach = BleachGain(cfg.bleach_tiles)
+        self.level = LevelMatch(cfg.level_tiles, cfg.level_alpha)
         self._gain: torch.Tensor | None = None  # the last frame's fading on the working grid
 
     # ---- geometry ---------------------------------------------------------------------------
@@ -226,6 +228,9 @@ class Cascade:
             # the frames up to this one (within the segment), its few frames' noise traded
             # for a spatial blur that narrows as they add up
             slow = self.features.settling_plane(pos, self.cfg.settle_blur)
+        shift = self.level.offset(xw, slow, self._gain, valid) if self._gain is not None else None
+        if shift is not None:
+            slow = slow + shift
         comps = [slow]
         r = xw - slow
         for k in range(1, self.stages):
@@ -300,6 +305,7 @@ class Cascade:
         if self.fine is not None:
             self.fine.restart()
         self.bleach.restart()
+        self.level.restart()
         self._gain = None
         if self.gate is not None:
             self.gate = CorrectionGate(self.gate.decay)

@@ -47,6 +47,12 @@ class ModelConfig(Settings):
     tiles a side (a robust mean per tile, smoothed over frames, interpolated between tile
     centres) and divided out before the slow stage, then multiplied back into slow (0: off).
     See engine/bleach.py."""
+    level_tiles: int = Field(2, ge=0, le=64)
+    """Slow's level is held to the frame's in this many tiles a side: the robust level of
+    frame - slow per tile (spots left out), smoothed over frames by ``level_alpha``, is added
+    to slow (0: off). See engine/level.py."""
+    level_alpha: float = Field(0.3, ge=0, le=1)
+    """Weight of each new frame in the smoothed level of ``level_tiles`` (1: this frame's alone)."""
     change_ratio: float = Field(1.3, ge=0)
     """Sudden-change detector: when, in most of 4 x 4 tiles of the frame, the robust mean
     squared difference from the median of the 8 frames before it exceeds this multiple of

@@ -1,0 +1,81 @@
+"""Slow's level held to the frame's on a faded sample, tile by tile.
+
+The gain of engine/bleach.py is measured on the raw frames, from the low part of each
+tile; as a sample fades, shot noise weighs more in that part, and the gain's smoothing
+lags a fade that slows down. Both leave slow's level a few percent off the frame's, and the
+more so the further the sample has faded. So the level is checked against the frame
+itself: spots are a small, bright part of a frame, and the rest of the residual
+``frame - slow`` is noise around zero when slow is right. Each tile's residual level is
+measured robustly (the mean of the values within ``CLIP`` robust standard deviations of
+the centre, centred twice), smoothed over frames with weight ``alpha``, and added to slow
+in proportion to how far the sample has faded there (``FULL`` fold or more, 20 %: all of it):
+
+    slow_t += min(1, |log g_t| / log FULL) * interpolate(EMA_t(robust level of (x_t - slow_t)))
+
+On a sample that has not faded nothing changes: there the spots whose tails pass the
+bound (many on a crowded or dim sample) would bias the spatial level, while slow's
+window statistics, which leave spots out over time, already hold the level.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+CLIP = 3.0  # robust standard deviations either side of the centre a residual is kept within
+FULL = 1.2  # a tile faded (or brightened) this many fold gets the whole correction
+
+
+def tile_blocks(x: torch.Tensor, tiles: int) -> torch.Tensor:
+    """An (H, W) plane as (ny, nx, pixels) tiles, ``tiles`` a side (fewer on a short side)."""
+    h, w = x.shape
+    ny, nx = max(1, min(tiles, h)), max(1, min(tiles, w))
+    th, tw = h // ny, w // nx
+    return x[: ny * th, : nx * tw].reshape(ny, th, nx, tw).permute(0, 2, 1, 3).reshape(ny, nx, th * tw)
+
+
+def robust_level(blocks: torch.Tensor, clip: float = CLIP) -> torch.Tensor:
+    """Per tile, the mean of the values within ``clip`` robust standard deviations of the
+    centre (first the median, then that mean again): symmetric, so noise around zero
+    averages to zero, while bright outliers (spots) beyond the bound are left out.
+    (ny, nx, n) -> (ny, nx)."""
+    centre = blocks.median(dim=2).values
+    spread = 1.4826 * (blocks - centre[..., None]).abs().median(dim=2).values
+    bound = (clip * spread).clamp_min(1e-6)[..., None]
+    for _ in range(2):
+        keep = (blocks - centre[..., None]).abs() <= bound
+        centre = (blocks * keep).sum(dim=2) / keep.sum(dim=2).clamp_min(1)
+    return centre
+
+
+class LevelMatch:
+    """Per-tile offset that brings slow's level to the frame's (``tiles`` a side; 0: off)."""
+
+    def __init__(self, tiles: int, alpha: float) -> None:
+        self.tiles = tiles
+        self.alpha = alpha
+        self.level: torch.Tensor | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.tiles > 0 and self.alpha > 0
+
+    def restart(self) -> None:
+        self.level = None
+
+    def offset(self, frame: torch.Tensor, slow: torch.Tensor, gain: torch.Tensor,
+               valid: bool = True) -> torch.Tensor | None:
+        """The offset map to add to ``slow`` (same shape as ``frame``), given the frame's
+        gain map (engine/bleach.py); None when off. An invalid frame leaves the smoothed
+        level as it was."""
+        if not self.enabled:
+            return None
+        if valid:
+            measured = robust_level(tile_blocks(frame - slow, self.tiles))
+            self.level = measured if self.level is None else self.level + self.alpha * (measured - self.level)
+        if self.level is None:
+            return None
+        share = (gain.log().abs() / math.log(FULL)).clamp_(max=1.0)
+        return F.interpolate(self.level[None, None], size=tuple(frame.shape), mode="bilinear",
+                             align_corners=False)[0, 0] * share
