@@ -26,6 +26,7 @@ from .features import TemporalFeatures
 from .level import LevelMatch
 from .nets import LagUNet
 from .ring import Ring
+from .warmup import WarmupChoice
 
 
 def resolve_device(name: str) -> torch.device:
@@ -129,6 +130,7 @@ class Cascade:
         self.ring = Ring(capacity, channels=len(self.lags) + n_feat, device=self.device)
         self.features = TemporalFeatures(self.ring, len(self.lags), cfg.windows, cfg.clip)
         self.detector = ChangeDetector(self.ring, cfg.change_ratio)
+        self.early = WarmupChoice(self.features, cfg.settle_blur, max(self.lags))
         self.changes: list[int] = []  # stream positions where a sudden change started a segment
         self.settle_until = 0  # slow comes from the statistic since the change before this position
         torch.manual_seed(cfg.seed)
@@ -219,6 +221,7 @@ class Cascade:
         use_net = self.warm and pos >= self.first_target(0) and pos >= self.settle_until
         nets = self.infer_nets or self.nets
         if use_net:
+            self.early.skip()
             inputs = self.stage_inputs(0, target)
             slow = nets[0](inputs)[0, 0]
             if self.gate is not None:
@@ -227,7 +230,7 @@ class Cascade:
             # warm-up, or settling after a sudden change: the longest window's statistic of
             # the frames up to this one (within the segment), its few frames' noise traded
             # for a spatial blur that narrows as they add up
-            slow = self.features.settling_plane(pos, self.cfg.settle_blur)
+            slow = self.early.plane(pos, xw, valid)
         shift = self.level.offset(xw, slow, self._gain, valid) if self._gain is not None else None
         if shift is not None:
             slow = slow + shift
@@ -263,6 +266,7 @@ class Cascade:
         if self.fine is not None:
             self.fine.restart()
         self.changes.append(start)
+        self.early.restart()
         self.settle_until = start + max(self.lags) + self.cfg.settle
 
     def upload(self, arr: np.ndarray) -> tuple[torch.Tensor, bool]:
@@ -302,6 +306,7 @@ class Cascade:
         self.ring.clear()
         self.features.reset()
         self.detector.reset()
+        self.early.restart()
         if self.fine is not None:
             self.fine.restart()
         self.bleach.restart()

@@ -58,4 +58,4 @@ def test_slow_tracks_bleaching_instead_of_lagging_it():
     bias_corrected = np.abs(corrected[late].mean(axis=(1, 2)) / slow[late].mean(axis=(1, 2)) - 1)
     bias_plain = np.abs(plain[late].mean(axis=(1, 2)) / slow[late].mean(axis=(1, 2)) - 1)
     assert bias_corrected.max() < 0.03, bias_corrected.max()
-    assert bias_plain.max() > 0.1  # a 32-frame window lags a 4x fade by far more
+    assert bias_plain.max() > 0.06  # even the shortest window (8 frames) lags a 4x fade by more

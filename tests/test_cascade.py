@@ -11,6 +11,7 @@ from lagsplit.engine.config import ModelConfig, TrainConfig
 from lagsplit.engine.features import clipped_mean, gaussian_blur, settle_sigma
 from lagsplit.engine.ring import Ring
 from lagsplit.engine.trainer import OnlineTrainer
+from lagsplit.engine.warmup import MIN_SCORED
 from tests.support import ListSink, run_engine
 
 
@@ -39,12 +40,13 @@ def test_warmup_frames_are_flagged_until_ring_and_training_are_ready(noise_stack
 
 
 @pytest.mark.parametrize("blur", [0.0, 3.0])
-def test_warmup_slow_is_the_longest_window_statistic_up_to_the_frame(blur):
-    """...blurred by settle_blur / sqrt(frames in the window) px (capped), or not at all."""
+def test_warmup_slow_starts_as_the_longest_window_statistic_up_to_the_frame(blur):
+    """...blurred by settle_blur / sqrt(frames in the window) px (capped), or not at all,
+    until the warm-up candidates have been scored on enough frames (engine/warmup.py)."""
     movie = np.random.default_rng(0).poisson(30, (12, 8, 8)).astype(np.float32)
     cfg = ModelConfig(lags=(4,), base_channels=4, levels=1, windows=(3, 6), settle_blur=blur, bleach_tiles=0)
     c = Cascade(cfg, history=4, warmup_steps=100)
-    for t in range(12):
+    for t in range(4 + MIN_SCORED - 1):  # the first score comes at frame 4 (made at 0, lag 4)
         out = c.infer(torch.from_numpy(movie[t]))
         slow, _, _, _ = c.to_adu(out, movie[t], False)
         window = (movie[max(0, t - 5) : t + 1] - c.norm.offset) / c.norm.scale
