@@ -48,9 +48,10 @@ class ModelConfig(Settings):
     centres) and divided out before the slow stage, then multiplied back into slow (0: off).
     See engine/bleach.py."""
     level_tiles: int = Field(2, ge=0, le=64)
-    """Slow's level is held to the frame's in this many tiles a side: the robust level of
-    frame - slow per tile (spots left out), smoothed over frames by ``level_alpha``, is added
-    to slow (0: off). See engine/level.py."""
+    """On a faded sample, slow's level is held to the frame's in this many tiles a side: the
+    robust level of frame - slow per tile (spots left out), smoothed over frames by
+    ``level_alpha``, is added to slow in proportion to the tile's fade, all of it from a
+    1.2-fold fade on (0: off). See engine/level.py."""
     level_alpha: float = Field(0.3, ge=0, le=1)
     """Weight of each new frame in the smoothed level of ``level_tiles`` (1: this frame's alone)."""
     change_ratio: float = Field(1.3, ge=0)

@@ -10,9 +10,10 @@ measured robustly (the mean of the values within ``CLIP`` robust standard deviat
 the centre, centred twice), smoothed over frames with weight ``alpha``, and added to slow
 in proportion to how far the sample has faded there (``FULL`` fold or more, 20 %: all of it):
 
-    slow_t += min(1, |log g_t| / log FULL) * interpolate(EMA_t(robust level of (x_t - slow_t)))
+    slow_t += clip(-log g_t / log FULL, 0, 1) * interpolate(EMA_t(robust level of (x_t - slow_t)))
 
-On a sample that has not faded nothing changes: there the spots whose tails pass the
+On a sample that has not faded, or has brightened (an illumination step up: shot noise
+weighs less, and the gain snaps to the step without lag), nothing changes: there the spots whose tails pass the
 bound (many on a crowded or dim sample) would bias the spatial level, while slow's
 window statistics, which leave spots out over time, already hold the level.
 """
@@ -24,7 +25,7 @@ import torch
 from torch.nn import functional as F
 
 CLIP = 3.0  # robust standard deviations either side of the centre a residual is kept within
-FULL = 1.2  # a tile faded (or brightened) this many fold gets the whole correction
+FULL = 1.2  # a tile faded this many fold gets the whole correction
 
 
 def tile_blocks(x: torch.Tensor, tiles: int) -> torch.Tensor:
@@ -76,6 +77,6 @@ class LevelMatch:
             self.level = measured if self.level is None else self.level + self.alpha * (measured - self.level)
         if self.level is None:
             return None
-        share = (gain.log().abs() / math.log(FULL)).clamp_(max=1.0)
+        share = (-gain.log() / math.log(FULL)).clamp_(0.0, 1.0)
         return F.interpolate(self.level[None, None], size=tuple(frame.shape), mode="bilinear",
                              align_corners=False)[0, 0] * share

@@ -81,5 +81,7 @@ def test_level_match_corrects_slow_in_proportion_to_the_fade():
     shift = LevelMatch(tiles=2, alpha=1.0).offset(frame, slow, faded)
     assert abs(float((slow + shift).mean()) - float(frame.mean())) < 0.03
     assert float(LevelMatch(tiles=2, alpha=1.0).offset(frame, slow, unfaded).abs().max()) == 0.0
-    half = LevelMatch(tiles=2, alpha=1.0).offset(frame, slow, torch.full((32, 32), 1.2 ** 0.5))
+    brighter = LevelMatch(tiles=2, alpha=1.0).offset(frame, slow, torch.full((32, 32), 1.6))  # a lamp turned up
+    assert float(brighter.abs().max()) == 0.0
+    half = LevelMatch(tiles=2, alpha=1.0).offset(frame, slow, torch.full((32, 32), 1.2 ** -0.5))
     assert abs(float(half.mean()) - 0.5 * float(shift.mean())) < 1e-4  # half way (in log) to the 1.2-fold that gets all of it

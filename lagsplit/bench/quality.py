@@ -48,6 +48,7 @@ BIAS_SCENES = ("bleaching", "fade", "fademap", "fademove")
 """The scenes whose sample fades: the report gives their fast frame-mean bias."""
 
 RPCA_MAX_SIZE = 128
+SPOT_RECENT = 32  # frames: a pixel a spot covered within this many frames counts as visited
 """Robust PCA factorises the whole movie as a (frames, pixels) matrix; on frames larger
 than this side (px) it runs on their central crop of this side (at 512 px the whole movie
 is a 300 x 262,144 matrix, about 16 times the work and memory of a 128 px scene)."""
@@ -74,6 +75,7 @@ class Score:
     slow_all: float = float("nan")  # NRMSE of slow on every frame from the scene's start (the first after the longest lag)
     frame_sq: np.ndarray | None = field(default=None, repr=False)  # (T,) mean squared slow error of each frame
     bias: np.ndarray | None = field(default=None, repr=False)  # (T,) fast frame-mean bias (fast_mean_bias)
+    spots: tuple[float, float] | None = None  # (share of the squared slow error, mean signed error) on spot-visited pixels
 
     def slow_on(self, frames: np.ndarray, truth: np.ndarray) -> float:
         """NRMSE of slow on ``frames`` (indices) alone, ``truth`` the true slow part of the movie."""
@@ -138,6 +140,7 @@ class SceneResult:
     start: int | None = None  # the first frame scored over all frames (None: first)
     warmup: WarmupResult | None = None
     fading: bool = False  # the sample fades (one of BIAS_SCENES): the report gives the fast frame-mean bias
+    floors: tuple[float, float, float] | None = None  # (spot-visited share, causal floor, whole-movie floor): noise_floors
 
     def get(self, family: str) -> FamilyResult:
         return next(f for f in self.families if f.family == family)
@@ -214,6 +217,55 @@ def fast_mean_bias(slow_est: np.ndarray, scene: Scene) -> np.ndarray:
     return np.abs(est - true) / np.maximum(level, 1e-9)
 
 
+def spot_visited(scene: Scene, first: int) -> np.ndarray:
+    """(T - first, H, W) bool: the pixels a spot covered lately, frame by frame from ``first``:
+    the true fast part averaged over the last :data:`SPOT_RECENT` frames above a tenth of
+    the standard deviation of the noise (raw minus both true parts)."""
+    noise_sd = float(np.std(scene.movie[first:].astype(np.float64) - scene.slow[first:] - scene.fast[first:]))
+    total = np.zeros(scene.fast.shape[1:], np.float64)
+    out = np.empty((len(scene.fast) - first, *scene.fast.shape[1:]), bool)
+    for t, f in enumerate(scene.fast):
+        total += f
+        if t >= SPOT_RECENT:
+            total -= scene.fast[t - SPOT_RECENT]
+        if t >= first:
+            out[t - first] = total / min(t + 1, SPOT_RECENT) > 0.1 * noise_sd
+    return out
+
+
+def spot_error(slow_est: np.ndarray, scene: Scene, first: int) -> tuple[float, float]:
+    """On the pixels spots visited lately (:func:`spot_visited`), frames ``first``..: the share
+    of the squared slow error there, and the mean signed slow error there in standard
+    deviations of the true slow part (positive: slow too bright, the spots leaking in)."""
+    mask = spot_visited(scene, first)
+    err = slow_est[first:].astype(np.float64) - scene.slow[first:]
+    total = float((err ** 2).sum())
+    there = err[mask]
+    sd = float(scene.slow[first:].std()) or 1.0
+    return (float((there ** 2).sum()) / total if total > 0 else float("nan"),
+            float(there.mean()) / sd if there.size else float("nan"))
+
+
+def noise_floors(scene: Scene, first: int, window: int) -> tuple[float, float, float]:
+    """What the noise alone costs an average of frames, frames ``first``..: (the share of
+    spot-visited pixels, the slow NRMSE of the true slow part plus the noise averaged over
+    the ``window`` frames up to each frame (a causal window, no spot, no lag), the same with
+    the noise averaged over the whole movie (what an offline method may average))."""
+    noise = scene.movie.astype(np.float64) - scene.slow - scene.fast
+    sd = float(scene.slow[first:].std()) or 1.0
+    whole = noise.mean(axis=0)
+    total = np.zeros_like(whole)
+    causal_sq = 0.0
+    for t, n in enumerate(noise):
+        total += n
+        if t >= window:
+            total -= noise[t - window]
+        if t >= first:
+            causal_sq += float(np.mean((total / min(t + 1, window)) ** 2))
+    causal = np.sqrt(causal_sq / (len(noise) - first)) / sd
+    return float(spot_visited(scene, first).mean()), float(causal), float(np.sqrt(np.mean(whole ** 2)) / sd)
+
+
 def score(slow_est: np.ndarray, scene: Scene, first: int, family: str, setting: str, seconds: float = 0.0,
           online: bool = True, crop: int | None = None, start: int | None = None) -> Score:
     """Slow and fast NRMSE, spot F1 and (for a scene with a change) recovery frames, on frames
@@ -232,6 +284,7 @@ def score(slow_est: np.ndarray, scene: Scene, first: int, family: str, setting: 
     out = Score(family, setting, nrmse(slow_est[first:], truth_slow), nrmse(fast_est, scene.fast[first:]),
                 det.f1, rec, seconds, online, crop, bias=fast_mean_bias(slow_est, scene))
     # frame by frame: a whole movie in float64 is 0.6 GB at 512 px
+    out.spots = spot_error(slow_est, scene, first)
     out.frame_sq = np.array([np.mean((e.astype(np.float64) - t) ** 2) for e, t in zip(slow_est, scene.slow)])
     start = first if start is None else start
     out.slow_all = out.slow_on(np.arange(start, len(slow_est)), scene.slow)
@@ -278,15 +331,16 @@ def lagsplit_overrides(frames: int, steps: int, extra: dict | None = None) -> di
 
 
 def baseline_scores(name: str, frames: int, size: int, seed: int, quick: bool, rpca: bool,
-                    scaled: bool = False, start: int | None = None) -> list[Score]:
-    """Every online baseline setting and robust PCA on one scene (run in a worker process:
-    the scene is regenerated there from its seed), scored over all frames from ``start``
-    (None: from the first scored after warm-up) as well. Robust PCA runs on the central
-    :data:`RPCA_MAX_SIZE` px of larger frames (its score says so in ``crop``)."""
+                    scaled: bool = False, start: int | None = None, online: bool = True) -> list[Score]:
+    """Every online baseline setting (unless not ``online``) and robust PCA (if ``rpca``) on
+    one scene (run in a worker process: the scene is regenerated there from its seed),
+    scored over all frames from ``start`` (None: from the first scored after warm-up) as
+    well. Robust PCA runs on the central :data:`RPCA_MAX_SIZE` px of larger frames (its
+    score says so in ``crop``)."""
     scene = bench_scene(name, frames, size, seed, scaled)
     first = frames // 3
     scores: list[Score] = []
-    for method in online_grid(quick):
+    for method in online_grid(quick) if online else ():
         t0 = time.perf_counter()
         slow = method.run(scene.movie)
         scores.append(score(slow, scene, first, method.family, method.setting, time.perf_counter() - t0,
@@ -341,7 +395,7 @@ def run_scene(name: str, frames: int, size: int, seed: int, steps: int, baseline
         fig = panel_figure(raw, run.slow, raw - run.slow, Path(out_dir) / f"{prefix}_{name}.png", frames=picks)
     return SceneResult(name, scene.notes, frames, size, first, _family_results(scores), fig,
                        scene.meta.get("change_at"), ceiling, scene_knobs(name, size) if scaled else {}, crops,
-                       start, warm, name in BIAS_SCENES)
+                       start, warm, name in BIAS_SCENES, noise_floors(scene, first, max(m.windows)))
 
 
 @contextmanager
@@ -378,15 +432,18 @@ def run_quality(scenes: Sequence[str] | None = None, frames: int = 300, size: in
     start = max(m.model.lags)
     t0 = time.perf_counter()
     results = []
-    # The baselines run in a second process while lagsplit trains in this one (both
-    # single-threaded): the two halves of the benchmark take about as long as each other.
-    with single_threaded_env(), ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        jobs = {name: pool.submit(baseline_scores, name, frames, size, seed, quick, rpca, scaled, start)
+    # The baselines run in two worker processes, the online grid and robust PCA of a scene
+    # as two jobs, while lagsplit trains in this one (all single-threaded): on two cores
+    # the baselines, about twice lagsplit's work, then finish soon after it.
+    with single_threaded_env(), ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = {name: (pool.submit(baseline_scores, name, frames, size, seed, quick, False, scaled, start),
+                       pool.submit(baseline_scores, name, frames, size, seed, quick, rpca, scaled, start, False))
                 for name in names}
         for name in names:
             log(f"scene {name} ({frames} frames of {size}x{size})")
-            results.append(run_scene(name, frames, size, seed, steps, jobs[name].result, out_dir, overrides,
-                                     init, log, scaled))
+            online, offline = jobs[name]
+            results.append(run_scene(name, frames, size, seed, steps, lambda a=online, b=offline: a.result() + b.result(),
+                                     out_dir, overrides, init, log, scaled))
     desc = (f"{m.train.steps_per_frame} step(s)/frame, lags {list(m.model.lags)}, windows {list(m.model.windows)} "
             "(clipped means), "
             f"warm-up {m.train.warmup_steps} steps, batch {m.train.batch} x {m.train.crop} px crops, "

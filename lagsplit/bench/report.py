@@ -8,7 +8,7 @@ import numpy as np
 
 from ..benchmarks_md import machine, update_section
 from .levers import DEFAULT, LeversRun
-from .quality import LAGSPLIT, QualityRun, SceneResult
+from .quality import LAGSPLIT, SPOT_RECENT, QualityRun, SceneResult
 
 
 def markers(section: str) -> tuple[str, str]:
@@ -145,7 +145,50 @@ def _offline_lines(run: QualityRun) -> list[str]:
         lines.append(f"lagsplit beats offline robust PCA {label} on every scene." if not behind else
                      f"lagsplit does not beat offline robust PCA {label} on {len(behind)} of {len(known)} scenes: "
                      f"{', '.join(behind)}.")
-    return lines + [""]
+    losing = [(r, lag, rpca) for r, (lag, rpca) in pairs if not lag.slow < rpca.slow and r.floors and lag.spots
+              and rpca.spots]
+    return lines + [""] + _why_behind_lines(losing)
+
+
+def _why_behind_lines(losing: list) -> list[str]:
+    """Where lagsplit loses to robust PCA after warm-up, what the numbers say about why:
+    the noise floors of a causal and of a whole-movie average, and the slow error on the
+    pixels spots visited."""
+    if not losing:
+        return []
+    lines = ["Why, measured (after warm-up). causal floor: the slow NRMSE the noise alone leaves in a perfect "
+             "average (no spot, no lag) of the frames up to each frame, as many as lagsplit's longest window "
+             "holds; whole-movie floor: the same averaged over every frame of the movie, as an offline method "
+             f"may. spot-visited: the share of pixels a spot covered within the last {SPOT_RECENT} frames (the "
+             "true fast part averaged over them above a tenth of the noise's standard deviation); error there: "
+             "the share of the method's squared slow error on those pixels; bias there: its mean signed slow "
+             "error there, in standard deviations of the true slow part (positive: slow too bright).", "",
+             "| scene | lagsplit slow | robust PCA slow | causal floor | whole-movie floor | spot-visited | "
+             "lagsplit error there | lagsplit bias there | robust PCA error there | robust PCA bias there |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    notes = []
+    for r, lag, rpca in losing:
+        area, causal, whole = r.floors
+        (ls, lb), (rs, rb) = lag.spots, rpca.spots
+        lines.append(f"| {r.name} | {_f(lag.slow)} | {_f(rpca.slow)} | {_f(causal)} | {_f(whole)} | {area:.0%} | "
+                     f"{ls:.0%} | {lb:+.3f} | {rs:.0%} | {rb:+.3f} |")
+        why = []
+        if ls > 1.5 * area and lb > 0 and lb > rb:
+            why.append(f"spots leak into lagsplit's slow: {ls:.0%} of its squared error lies on the {area:.0%} of "
+                       f"pixels spots visited, where it is too bright by {lb:+.3f} sd (robust PCA {rb:+.3f}); its "
+                       "window statistics see only the frames before, where a passing spot lingered, while robust "
+                       "PCA weighs each pixel's whole movie")
+        if rpca.slow < causal:
+            why.append(f"robust PCA's error ({_f(rpca.slow)}) is below the noise floor of any causal average of "
+                       f"that many frames ({_f(causal)}): it averages the frames after each one as well "
+                       f"(whole-movie floor {_f(whole)})")
+        if lag.slow < causal:
+            why.append(f"lagsplit is already below that causal floor ({_f(lag.slow)} against {_f(causal)}): its "
+                       "network smooths in space as well")
+        if not why:
+            why.append("neither the noise floor nor the spots explain the gap")
+        notes.append(f"- **{r.name}**: " + "; ".join(why) + ".")
+    return lines + [""] + notes + [""]
 
 
 def _bias_lines(run: QualityRun) -> list[str]:
