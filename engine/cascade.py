@@ -12,6 +12,7 @@ feed the per-lag components: they run, and train, only when those are asked for.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 
@@ -185,11 +186,16 @@ class Cascade:
 
     @torch.no_grad()
     def infer(self, frame: torch.Tensor, valid: bool = True) -> StageOutput:
-        """Push one (H, W) frame in ADU (float32, on the device) and decompose it."""
-        with self.lock:
-            return self._infer(frame, valid)
+        """Push one (H, W) frame in ADU (float32, on the device) and decompose it.
 
-    def _infer(self, frame: torch.Tensor, valid: bool) -> StageOutput:
+        The lock is held only while the ring changes (the frame, its statistics, a new
+        segment; with the components, their residuals): a training thread samples under
+        it, and trains while the slow network runs here, since only this thread writes."""
+        with self.lock:
+            pos, xw, x, gain_full = self._push(frame, valid)
+        return self._decompose(pos, xw, x, gain_full, valid)
+
+    def _push(self, frame: torch.Tensor, valid: bool) -> tuple:
         if self.ring.data is None:
             self._allocate(tuple(frame.shape))  # type: ignore[arg-type]
         if not self.norm.fitted:
@@ -215,6 +221,10 @@ class Cascade:
             self._new_segment(start, pos)
         else:
             self.features.update(pos)
+        return pos, xw, x, gain_full
+
+    def _decompose(self, pos: int, xw: torch.Tensor, x: torch.Tensor, gain_full: torch.Tensor | None,
+                   valid: bool) -> StageOutput:
         if self.fine is not None and valid:
             self.fine.update(x, self.features.noise())
         target = torch.tensor([pos])
@@ -227,23 +237,23 @@ class Cascade:
             if self.gate is not None:
                 slow = self.gate.apply(inputs[0, nets[0].skip_channel], slow, xw)
         else:
-            # warm-up, or settling after a sudden change: the longest window's statistic of
-            # the frames up to this one (within the segment), its few frames' noise traded
-            # for a spatial blur that narrows as they add up
+            # warm-up, or settling after a sudden change: the best of a few simple causal
+            # estimates of the frames up to this one, within the segment (engine/warmup.py)
             slow = self.early.plane(pos, xw, valid)
         shift = self.level.offset(xw, slow, self._gain, valid) if self._gain is not None else None
         if shift is not None:
             slow = slow + shift
         comps = [slow]
         r = xw - slow
-        for k in range(1, self.stages):
-            self.ring.write(k, pos, r)
-            if use_net and pos >= self.first_target(k) and self.stage_steps[k] > 0:
-                c = nets[k](self.stage_inputs(k, target))[0, 0]
-            else:
-                c = torch.zeros_like(r)
-            comps.append(c)
-            r = r - c
+        with self.lock if self.stages > 1 else contextlib.nullcontext():  # the residuals go into the ring
+            for k in range(1, self.stages):
+                self.ring.write(k, pos, r)
+                if use_net and pos >= self.first_target(k) and self.stage_steps[k] > 0:
+                    c = nets[k](self.stage_inputs(k, target))[0, 0]
+                else:
+                    c = torch.zeros_like(r)
+                comps.append(c)
+                r = r - c
         slow_full = self._with_detail(slow) if self.fine is not None and self.fine.n else self._up(slow, x)
         comps_full = [slow_full, *(self._up(c, x) for c in comps[1:])] if self.stages > 1 else []
         return StageOutput(pos, slow_full, comps_full, None, warmup=not use_net, gain=gain_full)
@@ -303,7 +313,8 @@ class Cascade:
     def restart_stream(self) -> None:
         """Forget the frames held (a new stream, or another pass over a stack); weights,
         normaliser and training counts stay. The ring's storage is kept, not reallocated."""
-        self.ring.clear()
+        with self.lock:
+            self.ring.clear()
         self.features.reset()
         self.detector.reset()
         self.early.restart()

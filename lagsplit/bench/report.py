@@ -173,11 +173,12 @@ def _why_behind_lines(losing: list) -> list[str]:
         lines.append(f"| {r.name} | {_f(lag.slow)} | {_f(rpca.slow)} | {_f(causal)} | {_f(whole)} | {area:.0%} | "
                      f"{ls:.0%} | {lb:+.3f} | {rs:.0%} | {rb:+.3f} |")
         why = []
-        if ls > 1.5 * area and lb > 0 and lb > rb:
-            why.append(f"spots leak into lagsplit's slow: {ls:.0%} of its squared error lies on the {area:.0%} of "
-                       f"pixels spots visited, where it is too bright by {lb:+.3f} sd (robust PCA {rb:+.3f}); its "
-                       "window statistics see only the frames before, where a passing spot lingered, while robust "
-                       "PCA weighs each pixel's whole movie")
+        if lb > 0 and lb > rb:
+            where = (f"{ls:.0%} of its squared error lies on the {area:.0%} of pixels spots visited" if ls > 1.5 * area
+                     else f"spots visited {area:.0%} of the pixels within {SPOT_RECENT} frames (a crowded sample)")
+            why.append(f"spots leak into lagsplit's slow: {where}, where it is too bright by {lb:+.3f} sd (robust "
+                       f"PCA {rb:+.3f}); its window statistics see only the frames before, where a passing spot "
+                       "lingered, while robust PCA weighs each pixel's whole movie")
         if rpca.slow < causal:
             why.append(f"robust PCA's error ({_f(rpca.slow)}) is below the noise floor of any causal average of "
                        f"that many frames ({_f(causal)}): it averages the frames after each one as well "
