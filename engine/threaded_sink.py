@@ -55,6 +55,9 @@ class ThreadedSink:
             msg = self._q.get()
             if msg is _STOP:
                 return
+            if isinstance(msg, threading.Event):  # the producer waits until everything before it is done
+                msg.set()
+                continue
             if self._error is not None:
                 continue  # keep draining so the producer never blocks on a dead sink
             name, args, kwargs = msg
@@ -88,7 +91,16 @@ class ThreadedSink:
         return self._q.qsize()
 
     def setup(self, info: RunInfo) -> None:
+        """Set the sink up on its thread, and wait for it: a sink that refuses the run (a
+        resume into a file of another shape) fails here, before any frame is processed, so
+        nothing is trained or saved on frames the file will not take."""
         self._put(("setup", (info,), {}))
+        done = threading.Event()
+        self._put(done)
+        while not done.wait(0.5):
+            if not self._thread.is_alive():
+                raise SinkFailed(f"sink {self.name} stopped")
+        self._check()
 
     def append(self, result) -> None:
         if self._max_bytes:

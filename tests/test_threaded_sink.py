@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 
 from lagsplit.engine.frame import Decomposition
-from lagsplit.engine.threaded_sink import ThreadedSink
+from lagsplit.engine.threaded_sink import SinkFailed, ThreadedSink
 
 
 class GatedSink:
@@ -51,3 +52,19 @@ def test_a_full_byte_budget_blocks_the_producer_until_the_writer_catches_up():
     t.join(5)
     sink.close()
     assert not t.is_alive() and appended == list(range(5)) and inner.taken == list(range(5))
+
+
+class RefusingSink(GatedSink):
+    """Refuses the run when set up, after a while (a file checked on a slow disk)."""
+
+    def setup(self, info):
+        threading.Event().wait(0.3)
+        raise ValueError("it holds frames of 20 x 32 px")
+
+
+def test_setup_waits_for_the_sink_and_raises_its_refusal_before_any_frame():
+    sink = ThreadedSink(RefusingSink())
+    with pytest.raises(SinkFailed, match="sink RefusingSink failed: it holds frames of 20 x 32 px"):
+        sink.setup(None)  # not on the next call, after frames were processed
+    with pytest.raises(SinkFailed):
+        sink.close()  # the thread ends; the failure is still reported
