@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from .level import tile_blocks
+
 MIN_GAIN, MAX_GAIN = 0.02, 50.0  # a tile never counts as more than 50x faded or brightened
 KEEP = 0.75  # the share of a tile's lowest values its level is the mean of
 LEVEL_ALPHA, TREND_ALPHA = 0.1, 0.05  # smoothing of each tile's log gain and of its trend per frame
@@ -35,11 +37,8 @@ def tile_levels(x: torch.Tensor, tiles: int) -> torch.Tensor:
     (fewer tiles on a side shorter than ``tiles`` px): the mean of the tile's lowest
     ``KEEP`` of values. Bright spots are in the highest values and left out; unlike a
     median, a mean of many values is not stuck to the integer counts of a dim camera."""
-    h, w = x.shape
-    ny, nx = max(1, min(tiles, h)), max(1, min(tiles, w))
-    th, tw = h // ny, w // nx
-    blocks = x[: ny * th, : nx * tw].reshape(ny, th, nx, tw).permute(0, 2, 1, 3).reshape(ny, nx, th * tw)
-    k = max(1, int(KEEP * th * tw))
+    blocks = tile_blocks(x, tiles)
+    k = max(1, int(KEEP * blocks.shape[2]))
     return torch.topk(blocks, k, dim=2, largest=False, sorted=False).values.mean(dim=2)
 
 
