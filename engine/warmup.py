@@ -5,15 +5,16 @@ Until the slow network has trained (warm-up) and while it settles after a sudden
 slow is a window statistic. Which one is best depends on the scene: a long window with
 a light blur on a still sample, a short one on a drifting sample, a wider blur on a dim
 one. The candidates are each window's clipped mean (engine/features.py) and the mean of
-each two windows of consecutive lengths, blurred by each of ``SIGMAS``, and the settling plane (the longest window, blurred less as it fills).
-As the slow network is, each candidate is scored on how well the candidate made
-``lag`` frames earlier (the longest lag) predicts the new frame: its mean absolute error
-(summed with ``DECAY`` per frame; the absolute error ignores spots, which occupy a pixel
-part of the time). Over that many frames spots have moved on or switched off, so a
-candidate that follows them (a short window, little blur) gains nothing, while one that
-follows the sample's own change (drift, fading) does. The one with the lowest score gives
-slow. Until a candidate has been scored on ``MIN_SCORED``
-frames, the settling plane does.
+each two windows of neighbouring lengths, each blurred by each of ``SIGMAS``, and the
+settling plane (the longest window, blurred less as it fills).
+
+As the slow network is, each candidate is scored on how well the candidate made ``lag``
+frames earlier (the longest lag) predicts the new frame: its mean absolute error, summed
+with ``DECAY`` per frame (the absolute error ignores spots, which occupy a pixel part of
+the time). Over that many frames spots have moved on or switched off, so a candidate
+that follows them (a short window, little blur) gains nothing, while one that follows
+the sample's own change (drift, fading) does. The one with the lowest score gives slow;
+until the candidates have been scored on ``MIN_SCORED`` frames, the settling plane does.
 """
 from __future__ import annotations
 
