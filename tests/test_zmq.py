@@ -255,3 +255,48 @@ def test_attach_dry_run_and_config_errors(tmp_path):
                    "idle_timeout_s": 3.0, "rcvhwm": 1000}
     bad = CliRunner().invoke(app, ["attach", "localhost:5555", "--dry-run"])
     assert bad.exit_code == 2 and "source.endpoint" in bad.output and "tcp://HOST:PORT" in bad.output
+
+
+def _attach(out, movie, frames, *extra):
+    """`lagsplit attach` to a real publisher on loopback that sends ``frames`` of ``movie``
+    (with their numbers) and ends the series."""
+    ctx = zmq.Context()
+    pub = Publisher("tcp://127.0.0.1:*", series="acq", context=ctx)
+
+    def sender():
+        try:
+            pub.start(movie.shape[1:], movie.dtype, timeout_s=20)
+            for i in frames:
+                pub.image(i, movie[i], t=100.0 + i)
+            pub.end()
+        except PublishStopped:
+            pass  # attach failed; the assertions say why
+        finally:
+            pub.close()
+
+    t = threading.Thread(target=sender)
+    t.start()
+    try:
+        return CliRunner().invoke(app, ["attach", pub.endpoint, "--out", str(out), *FAST_CLI, *extra])
+    finally:
+        pub.stop()
+        t.join()
+        ctx.term()
+
+
+def test_attach_resumes_over_zeromq_dropping_the_frames_the_file_holds(tmp_path):
+    movie, out = _frames(20, shape=(24, 32), seed=4), tmp_path / "live.h5"
+    first = _attach(out, movie, range(12))
+    assert first.exit_code == 0, first.output
+    # the acquisition PC restarts its sender, which sends again from frame 6
+    again = _attach(out, movie, range(6, 20), "--resume")
+    assert again.exit_code == 0, again.output
+    with h5py.File(out, "r") as f:
+        np.testing.assert_array_equal(f["frames/index"][:], np.arange(20))  # no duplicates, no holes
+        np.testing.assert_array_equal(f["raw"][:], movie)
+        np.testing.assert_array_equal(f["frames/timestamp"][:], 100.0 + np.arange(20))
+        assert f["resumes/after_index"][:].tolist() == [11]
+        assert f["gaps/first_index"].shape[0] == 0
+        c = read_counters(f)
+    # the frames sent again are skipped as done, not rejected, and not counted twice
+    assert (c["received"], c["processed"], c["rejected"]) == (20, 20, 0)
