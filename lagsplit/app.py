@@ -12,11 +12,16 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 
+import h5py
+import numpy as np
+import torch
+
 from lagsplit.adapters.sources import ReplaySource, WatchSource, build_adapter
 from lagsplit.adapters.stacks import open_stack, split_h5_path
 from lagsplit.engine.cascade import NETWORK_SETTINGS, Cascade, resolve_device
 from lagsplit.engine.checkpoint import Checkpointer, UnusableCheckpoint, checkpoint_path, load_checkpoint
 from lagsplit.engine.contracts import Adapter, Sink
+from lagsplit.engine.detail import bin_factor, bin_frame
 from lagsplit.engine.engine import Engine
 from lagsplit.engine.hdf5_sink import (
     FileState,
@@ -230,6 +235,8 @@ def build_run(cfg: Config, adapter: Adapter | None = None, extra_sinks: Sequence
             ckpt = checkpoint_path(cfg.output.path)
             if plan is not None:
                 version = _restore(ckpt, cascade, trainer, run_id, cfg.output.path)
+                if version is not None:
+                    prime_from_file(cascade, cfg.output.path)
             checkpoint = Checkpointer(ckpt, cascade, trainer, cfg.output.checkpoint_every, run_id)
         adapter = adapter if adapter is not None else build_adapter(cfg.source)
         if cfg.output.path:
@@ -273,6 +280,33 @@ def _restore(ckpt: Path, cascade: Cascade, trainer: OnlineTrainer, run_id: str, 
     log.info("resuming %s from its checkpoint at model version %d (frame %s)", out, restored.model_version,
              restored.last_index)
     return restored.model_version
+
+
+def prime_from_file(cascade: Cascade, out: str | os.PathLike) -> int:
+    """Give a resumed run's cascade the frames its file ends with, so that its windows and
+    ring hold them and the restored networks are in use from the first new frame (instead
+    of a warm-up of the longest lag and the windows filling again). The file's first frame
+    sets the fading's reference first, as it did in the run that wrote it. Needs ``/raw``
+    (``output.raw``); frames the file flags as bad are pushed as bad. The number of frames
+    given (0 without ``/raw``)."""
+    with h5py.File(out, "r", swmr=True) as f:
+        if "raw" not in f or f["raw"].shape[0] == 0:
+            log.info("resuming %s without /raw: the windows fill again from the first new frame", out)
+            return 0
+        raw = f["raw"]
+        flags = f["frames/flags"][:] if "frames/flags" in f else np.zeros(raw.shape[0], np.uint8)
+        rows = raw.shape[0]
+        keep = min(rows, cascade.ring.capacity)
+        if cascade.bleach.enabled and rows > keep:
+            first = raw[0].astype(np.float32)
+            cascade.bleach.gain(bin_frame(torch.from_numpy(first).to(cascade.device), bin_factor(first.shape,
+                                                                                          cascade.cfg.work_size)))
+        with torch.no_grad():
+            for row in range(rows - keep, rows):
+                x, finite = cascade.upload(raw[row])
+                cascade.infer(x, finite and not flags[row])
+    log.info("resuming %s: the last %d frames of the file primed the windows", out, keep)
+    return keep
 
 
 def execute(run: Run, console=None) -> Status:

@@ -225,3 +225,25 @@ def test_a_checkpoint_is_replaced_whole_or_not_at_all(tmp_path, noise_stack, sma
         assert torch.equal(a, b)
     with pytest.raises(ck.UnusableCheckpoint, match="another run"):
         ck.load_checkpoint(path, other, OnlineTrainer(other, fixed_train), run_id="r2")
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_a_resumed_run_primes_its_windows_from_the_file(tmp_path, noise_stack, raw):
+    """With /raw, the restored networks are in use from the first new frame; without it the
+    windows fill again, and the first frames up to the longest lag are warm-up."""
+    src, out = tmp_path / "s.npy", tmp_path / "o.h5"
+    np.save(src, noise_stack)
+    args = ["replay", str(src), "--out", str(out), *FAST_CLI, "--set", f"output.raw={str(raw).lower()}"]
+    first = CliRunner().invoke(app, [*args, "--set", "source.stop=20"])
+    assert first.exit_code == 0, first.output
+    with h5py.File(out, "r") as f:
+        assert not f["frames/warmup"][-1]  # the first run ended with its networks in use
+    again = CliRunner().invoke(app, [*args, "--resume"])
+    assert again.exit_code == 0, again.output
+    with h5py.File(out, "r") as f:
+        np.testing.assert_array_equal(f["frames/index"][:], np.arange(30))
+        resumed = f["frames/warmup"][20:].tolist()
+    if raw:
+        assert resumed == [0] * 10
+    else:
+        assert resumed == [1] * 4 + [0] * 6  # lag 4: the ring holds no input for the first 4
