@@ -11,6 +11,7 @@ over the previous one, so a crash while saving leaves the previous checkpoint wh
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from dataclasses import dataclass
@@ -48,8 +49,25 @@ class Restored:
 
 def save_checkpoint(path: str | os.PathLike, cascade: Cascade, trainer: OnlineTrainer, *, run_id: str,
                     last_index: int | None) -> None:
-    """Write the checkpoint atomically: a temporary file beside ``path``, fsynced, renamed over it."""
+    """Write the checkpoint atomically: a temporary file beside ``path``, fsynced, renamed over
+    it. The model is copied under the trainer's ``weights_lock`` (a training thread's step
+    is either all in it or not at all), and written after the lock is let go."""
     path = Path(path)
+    with trainer.weights_lock:
+        state = copy.deepcopy(_state(cascade, trainer, run_id, last_index))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _state(cascade: Cascade, trainer: OnlineTrainer, run_id: str, last_index: int | None) -> dict:
+    """What a checkpoint holds (tensors shared with the model, not copies)."""
     state = cascade.state()
     state.update({
         "kind": "lagsplit checkpoint",
@@ -61,15 +79,7 @@ def save_checkpoint(path: str | os.PathLike, cascade: Cascade, trainer: OnlineTr
         "version": trainer.version,
         "skipped": trainer.skipped,
     })
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return state
 
 
 def load_checkpoint(path: str | os.PathLike, cascade: Cascade, trainer: OnlineTrainer, *, run_id: str) -> Restored:

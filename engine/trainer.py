@@ -73,6 +73,9 @@ class OnlineTrainer:
         self._unconfirmed = [False] * len(cascade.lags)
         self.last_loss = [math.nan] * len(cascade.lags)
         self._rotate = 0
+        # held while a step changes the weights (and the optimisers, the averages, the step
+        # counts): a checkpoint copies them under it, so it never holds half a step
+        self.weights_lock = threading.Lock()
         # the training thread (slack mode, after start())
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -194,6 +197,10 @@ class OnlineTrainer:
 
     def step(self) -> StepResult | None:
         """One training step; None when the ring does not yet hold a training pair."""
+        with self.weights_lock:
+            return self._step()
+
+    def _step(self) -> StepResult | None:
         c = self.cascade
         if c.ring.count == 0 or c.ring.count - 1 < c.first_target(0):
             return None

@@ -247,3 +247,39 @@ def test_a_resumed_run_primes_its_windows_from_the_file(tmp_path, noise_stack, r
         assert resumed == [0] * 10
     else:
         assert resumed == [1] * 4 + [0] * 6  # lag 4: the ring holds no input for the first 4
+
+
+def test_a_checkpoint_never_holds_half_a_training_step(tmp_path, small_model, fixed_train, monkeypatch):
+    """A checkpoint taken while a training thread steps waits for the step to end, and holds
+    copies of the weights: what the trainer changes after is not in it."""
+    import threading
+
+    from lagsplit.engine import checkpoint as ck
+    from lagsplit.engine.cascade import Cascade
+    from lagsplit.engine.trainer import OnlineTrainer
+
+    cascade = Cascade(small_model, fixed_train.history, fixed_train.warmup_steps)
+    trainer = OnlineTrainer(cascade, fixed_train)
+    path = checkpoint_path(tmp_path / "run.h5")
+    weight = next(cascade.nets[0].parameters())
+    stepping, saved = threading.Event(), []
+
+    def half_a_step():  # the weights change in two halves, under the lock a step holds
+        with trainer.weights_lock:
+            stepping.set()
+            with torch.no_grad():
+                weight.add_(1.0)
+            time.sleep(0.3)
+            trainer.version += 1
+
+    monkeypatch.setattr(ck.torch, "save", lambda obj, fh, _save=torch.save: (saved.append(obj), _save(obj, fh)))
+    t = threading.Thread(target=half_a_step)
+    t.start()
+    stepping.wait()
+    ck.save_checkpoint(path, cascade, trainer, run_id="r1", last_index=3)
+    t.join()
+    state, at_save = saved[0], weight.detach().clone()
+    assert state["version"] == 1  # the whole step, not its first half
+    with torch.no_grad():
+        weight.add_(5.0)  # the trainer goes on: the checkpoint does not change with it
+    assert torch.equal(next(iter(state["train_nets"][0].values())), at_save)
