@@ -95,15 +95,28 @@ class CorrectionGate:
         self.decay = decay
         self.loss = torch.zeros(len(self.GAINS), dtype=torch.float64)
         self.gains = torch.tensor(self.GAINS)
-        self.value = 0.0  # no evidence yet: the statistic alone
+        # the gain in use, a 0-d tensor that stays on the frames' device: choosing it needs
+        # no copy to the host (no synchronisation with a GPU) frame after frame
+        self._value = self.gains[0]
+
+    @property
+    def value(self) -> float:
+        """The gain in use (read from the device: checkpoints, not the per-frame path)."""
+        return float(self._value)
+
+    @value.setter
+    def value(self, v: float) -> None:
+        self._value = torch.tensor(float(v), device=self.gains.device)
 
     def apply(self, base: torch.Tensor, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         corr = predicted - base
-        out = base + self.value * corr
-        gains = self.gains.to(corr.device).reshape(-1, 1, 1)
-        errors = ((target - base)[None] - gains * corr[None]).abs().mean(dim=(1, 2)).cpu().double()
+        if self.gains.device != corr.device:  # the first frame on this device
+            self.loss, self.gains, self._value = (t.to(corr.device) for t in (self.loss, self.gains, self._value))
+        out = base + self._value * corr
+        gains = self.gains.reshape(-1, 1, 1)
+        errors = ((target - base)[None] - gains * corr[None]).abs().mean(dim=(1, 2)).double()
         self.loss = self.decay * self.loss + errors
-        self.value = self.GAINS[int(self.loss.argmin())]
+        self._value = self.gains.index_select(0, self.loss.argmin().reshape(1)).reshape(())
         return out
 
 

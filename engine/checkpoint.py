@@ -106,7 +106,7 @@ def load_checkpoint(path: str | os.PathLike, cascade: Cascade, trainer: OnlineTr
         opt.load_state_dict(sd)
     cascade.norm = Normaliser(**state["norm"])  # the same stream: keep its units
     if cascade.gate is not None and state.get("gate"):
-        cascade.gate.loss = torch.tensor(state["gate"]["loss"], dtype=torch.float64)
+        cascade.gate.loss = torch.tensor(state["gate"]["loss"], dtype=torch.float64, device=cascade.gate.gains.device)
         cascade.gate.value = float(state["gate"]["value"])
     trainer.version = int(state["version"])
     trainer.skipped = int(state.get("skipped", 0))

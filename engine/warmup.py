@@ -44,7 +44,7 @@ class WarmupChoice:
         self.loss: torch.Tensor | None = None
         self.scored = 0
         self.made: deque[tuple[int, torch.Tensor]] = deque(maxlen=self.lag)  # (position, candidates)
-        self.choice = 0
+        self.choice: int | torch.Tensor = 0  # the settling plane, then the best-scored candidate's index
 
     def candidates(self, pos: int) -> torch.Tensor:
         """(K, H, W): the settling plane, then each window's statistic under each blur."""
@@ -60,14 +60,15 @@ class WarmupChoice:
     def plane(self, pos: int, frame: torch.Tensor, valid: bool = True) -> torch.Tensor:
         """Slow at ``pos`` for ``frame`` (the working-grid frame just pushed there)."""
         if valid and len(self.made) == self.lag and self.made[0][0] == pos - self.lag:
-            err = (self.made[0][1] - frame[None]).abs().mean(dim=(1, 2)).double().cpu()
+            # the scores and the choice stay on the frames' device (no copy to the host)
+            err = (self.made[0][1] - frame[None]).abs().mean(dim=(1, 2)).double()
             self.loss = err if self.loss is None else DECAY * self.loss + err
             self.scored += 1
             if self.scored >= MIN_SCORED:
-                self.choice = int(self.loss.argmin())
+                self.choice = self.loss.argmin().reshape(1)
         planes = self.candidates(pos)
         self.made.append((pos, planes))
-        return planes[self.choice]
+        return planes[0] if isinstance(self.choice, int) else planes.index_select(0, self.choice)[0]
 
     def skip(self) -> None:
         """The networks gave slow for this frame: the candidates made so far are dropped."""

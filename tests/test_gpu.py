@@ -37,3 +37,20 @@ def test_frames_go_to_the_device_once_through_pinned_memory():
     x, valid = c.upload(raw)
     assert valid and x.is_cuda and c._pinned_in.is_pinned()
     np.testing.assert_array_equal(x.cpu().numpy(), raw.astype(np.float32))
+
+
+def test_the_gate_chooses_its_gain_on_the_device():
+    """Choosing the gate's gain copies nothing to the host: with CUDA's sync debug mode set
+    to error, any synchronisation would raise."""
+    from lagsplit.engine.cascade import CorrectionGate
+
+    gate = CorrectionGate(0.9)
+    base, pred, target = (torch.rand(64, 64, device="cuda") for _ in range(3))
+    gate.apply(base, pred, target)  # the first call moves the gate's state to the device
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(5):
+            out = gate.apply(base, pred, target)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert out.is_cuda and 0.0 <= gate.value <= 1.0
