@@ -25,7 +25,9 @@ class Ring:
         self.device = torch.device(device)
         self.count = 0  # positions pushed so far
         self.data: torch.Tensor | None = None
-        self.valid = torch.zeros(capacity, dtype=torch.bool, device=self.device)
+        # which positions hold a frame fit to train on: kept on the host like the segments
+        # (bookkeeping the worker and the trainer read per frame, never the GPU)
+        self.valid = torch.zeros(capacity, dtype=torch.bool)
         # Segments: a sudden change (engine/change.py) starts a new one. Windows never reach
         # back across the start of their segment and training pairs never straddle one.
         self.segment_start = 0
