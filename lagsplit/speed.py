@@ -293,20 +293,31 @@ def run_speed(sizes: list[int], frames: int, overrides: list[str], live_fps: flo
         lines.append(f"- {r['size']}²: {_limit(r['profile'], 1000 / r['hdf5_fps'])}")
     soaks = [r for r in results if "soak" in r]
     if soaks:
-        lines += ["", f"Memory over a long run ({soak} frames as fast as possible, training on, no file):", "",
-                  "| frame | RSS after 10% | RSS at the end | growth | peak RSS |", "| --- | ---: | ---: | ---: | ---: |"]
+        lines += ["", f"Memory over a long run ({soak} frames as fast as possible, training on, no file), "
+                  f"resident memory sampled every {soak // 20} frames: its range over the first half after "
+                  "warm-up (10-50 % of the frames) and over the second half; growth: from the highest sample of "
+                  "the first to the highest of the second (the samples move with the frames queued at that moment).",
+                  "", "| frame | RSS, 10-50 % | RSS, 50-100 % | growth | peak RSS |", "| --- | ---: | ---: | ---: | ---: |"]
         for r in soaks:
-            rss = r["soak"]["rss"]
-            start = rss[min(2, len(rss) - 1)][1] if rss else float("nan")
-            end = rss[-1][1] if rss else float("nan")
-            lines.append(f"| {r['size']}² | {start:.0f} MiB | {end:.0f} MiB | {end - start:+.0f} MiB | "
-                         f"{r['peak_rss_mib'] / 1024:.2f} GiB |")
+            first, second = _halves(r["soak"]["rss"], soak)
+            lines.append(f"| {r['size']}² | {_span(first)} | {_span(second)} | {max(second) - max(first):+.0f} MiB | "
+                         f"{r['peak_rss_mib'] / 1024:.2f} GiB |" if first and second else
+                         f"| {r['size']}² | - | - | - | {r['peak_rss_mib'] / 1024:.2f} GiB |")
     text = "\n".join(lines)
     if write:
         update_section("speed", text, path)
         if Path(readme).exists():
             update_section("speed-summary", _summary(results, cmd), readme)
     return text
+
+
+def _halves(rss: list[tuple[int, float]], frames: int) -> tuple[list[float], list[float]]:
+    """The memory samples from 10 % to 50 % of the frames, and from 50 % on."""
+    return ([m for i, m in rss if frames // 10 <= i < frames // 2], [m for i, m in rss if i >= frames // 2])
+
+
+def _span(samples: list[float]) -> str:
+    return f"{min(samples):.0f}-{max(samples):.0f} MiB"
 
 
 def _summary(results: list[dict], cmd: str) -> str:

@@ -7,13 +7,17 @@ from lagsplit.speed import run_speed
 def test_bench_speed_writes_its_section_and_the_readme_table(tmp_path):
     bench, readme = tmp_path / "BENCHMARKS.md", tmp_path / "README.md"
     readme.write_text("# x\n\n<!-- speed-summary:start -->\nold\n<!-- speed-summary:end -->\n\nafter\n")
-    text = run_speed([32], 24, ["model.windows=[8]", "train.warmup_steps=4"], live_fps=40.0,
+    text = run_speed([32], 24, ["model.windows=[8]", "train.warmup_steps=4"], live_fps=40.0, soak=60,
                      path=str(bench), readme=str(readme))
     assert "| 32² |" in text and "OpenCV MOG2" in text and "HDF5 sink alone" in text
     row = next(line for line in text.splitlines() if line.startswith("| 32² | 40 /s |"))
     processed, dropped = (int(c) for c in row.split("|")[3:5])
     assert processed + dropped == 24
     assert "What limits each size" in text and "- 32²:" in text
+    memory = next(line for line in text.splitlines() if line.startswith("| 32² |") and "MiB |" in line)
+    first, second, growth = (c.strip() for c in memory.split("|")[2:5])
+    lo, hi = (float(v) for v in first.removesuffix(" MiB").split("-"))
+    assert 0 < lo <= hi and second.endswith(" MiB") and growth.endswith(" MiB")
     assert "<!-- speed:start -->" in bench.read_text()
     summary = readme.read_text()
     assert "old" not in summary and "| 32x32 | 40 /s |" in summary and summary.endswith("after\n")
