@@ -48,10 +48,11 @@ BIAS_SCENES = ("bleaching", "fade", "fademap", "fademove")
 """The scenes whose sample fades: the report gives their fast frame-mean bias."""
 
 RPCA_MAX_SIZE = 128
-SPOT_RECENT = 32  # frames: a pixel a spot covered within this many frames counts as visited
 """Robust PCA factorises the whole movie as a (frames, pixels) matrix; on frames larger
 than this side (px) it runs on their central crop of this side (at 512 px the whole movie
 is a 300 x 262,144 matrix, about 16 times the work and memory of a 128 px scene)."""
+
+SPOT_RECENT = 32  # frames: a pixel a spot covered within this many frames counts as visited
 
 
 def section_name(size: int) -> str:
@@ -233,20 +234,28 @@ def spot_visited(scene: Scene, first: int) -> np.ndarray:
     return out
 
 
-def spot_error(slow_est: np.ndarray, scene: Scene, first: int) -> tuple[float, float]:
-    """On the pixels spots visited lately (:func:`spot_visited`), frames ``first``..: the share
-    of the squared slow error there, and the mean signed slow error there in standard
-    deviations of the true slow part (positive: slow too bright, the spots leaking in)."""
-    mask = spot_visited(scene, first)
-    err = slow_est[first:].astype(np.float64) - scene.slow[first:]
-    total = float((err ** 2).sum())
-    there = err[mask]
+def spot_error(slow_est: np.ndarray, scene: Scene, first: int,
+               visited: np.ndarray | None = None) -> tuple[float, float]:
+    """On the pixels spots visited lately (``visited``, :func:`spot_visited` when not given),
+    frames ``first``..: the share of the squared slow error there, and the mean signed slow
+    error there in standard deviations of the true slow part (positive: slow too bright, the
+    spots leaking in). Frame by frame: a whole movie in float64 is 0.6 GB at 512 px."""
+    mask = spot_visited(scene, first) if visited is None else visited
+    total = there_sq = there_sum = 0.0
+    for e, t, m in zip(slow_est[first:], scene.slow[first:], mask):
+        err = e.astype(np.float64) - t
+        there = err[m]
+        total += float((err ** 2).sum())
+        there_sq += float((there ** 2).sum())
+        there_sum += float(there.sum())
+    count = int(mask.sum())
     sd = float(scene.slow[first:].std()) or 1.0
-    return (float((there ** 2).sum()) / total if total > 0 else float("nan"),
-            float(there.mean()) / sd if there.size else float("nan"))
+    return (there_sq / total if total > 0 else float("nan"),
+            there_sum / count / sd if count else float("nan"))
 
 
-def noise_floors(scene: Scene, first: int, window: int) -> tuple[float, float, float]:
+def noise_floors(scene: Scene, first: int, window: int,
+                 visited: np.ndarray | None = None) -> tuple[float, float, float]:
     """What the noise alone costs an average of frames, frames ``first``..: (the share of
     spot-visited pixels, the slow NRMSE of the true slow part plus the noise averaged over
     the ``window`` frames up to each frame (a causal window, no spot, no lag), the same with
@@ -263,14 +272,17 @@ def noise_floors(scene: Scene, first: int, window: int) -> tuple[float, float, f
         if t >= first:
             causal_sq += float(np.mean((total / min(t + 1, window)) ** 2))
     causal = np.sqrt(causal_sq / (len(noise) - first)) / sd
-    return float(spot_visited(scene, first).mean()), float(causal), float(np.sqrt(np.mean(whole ** 2)) / sd)
+    visited = spot_visited(scene, first) if visited is None else visited
+    return float(visited.mean()), float(causal), float(np.sqrt(np.mean(whole ** 2)) / sd)
 
 
 def score(slow_est: np.ndarray, scene: Scene, first: int, family: str, setting: str, seconds: float = 0.0,
-          online: bool = True, crop: int | None = None, start: int | None = None) -> Score:
+          online: bool = True, crop: int | None = None, start: int | None = None,
+          visited: np.ndarray | None = None) -> Score:
     """Slow and fast NRMSE, spot F1 and (for a scene with a change) recovery frames, on frames
     ``first``..; slow NRMSE on frames ``start``.. (None: ``first``); the per-frame slow error
-    and fast frame-mean bias of every frame."""
+    and fast frame-mean bias of every frame; the slow error on the pixels spots visited
+    (``visited``: the scene's :func:`spot_visited`, computed when not given)."""
     raw = scene.movie.astype(np.float32)
     fast_est = raw[first:] - slow_est[first:]
     truth_slow = scene.slow[first:]
@@ -283,8 +295,8 @@ def score(slow_est: np.ndarray, scene: Scene, first: int, family: str, setting: 
         rec = recovery_frames(errs, change - first)
     out = Score(family, setting, nrmse(slow_est[first:], truth_slow), nrmse(fast_est, scene.fast[first:]),
                 det.f1, rec, seconds, online, crop, bias=fast_mean_bias(slow_est, scene))
+    out.spots = spot_error(slow_est, scene, first, visited)
     # frame by frame: a whole movie in float64 is 0.6 GB at 512 px
-    out.spots = spot_error(slow_est, scene, first)
     out.frame_sq = np.array([np.mean((e.astype(np.float64) - t) ** 2) for e, t in zip(slow_est, scene.slow)])
     start = first if start is None else start
     out.slow_all = out.slow_on(np.arange(start, len(slow_est)), scene.slow)
@@ -340,11 +352,12 @@ def baseline_scores(name: str, frames: int, size: int, seed: int, quick: bool, r
     scene = bench_scene(name, frames, size, seed, scaled)
     first = frames // 3
     scores: list[Score] = []
+    visited = spot_visited(scene, first) if online else None  # the same pixels for every setting
     for method in online_grid(quick) if online else ():
         t0 = time.perf_counter()
         slow = method.run(scene.movie)
         scores.append(score(slow, scene, first, method.family, method.setting, time.perf_counter() - t0,
-                            start=start))
+                            start=start, visited=visited))
     if rpca:
         robust = RobustPCA(iterations=15) if quick else RobustPCA()
         crop = RPCA_MAX_SIZE if max(scene.movie.shape[1:]) > RPCA_MAX_SIZE else None
@@ -369,8 +382,9 @@ def run_scene(name: str, frames: int, size: int, seed: int, steps: int, baseline
     m = cfg.model
     start = max(m.lags)
     setting = f"{cfg.train.steps_per_frame} step(s)/frame, lags {list(m.lags)}, windows {list(m.windows)}"
-    mine = score(run.slow, scene, first, LAGSPLIT, setting, run.seconds, start=start)
-    ceiling = score(scene.slow, scene, first, "true slow", "").f1
+    visited = spot_visited(scene, first)
+    mine = score(run.slow, scene, first, LAGSPLIT, setting, run.seconds, start=start, visited=visited)
+    ceiling = score(scene.slow, scene, first, "true slow", "", visited=visited).f1
     log(f"  {name}: lagsplit slow {mine.slow:.3f} (all frames from {start}: {mine.slow_all:.3f}) / F1 {mine.f1:.3f} "
         f"({run.seconds:.0f} s)")
     others = baselines()
@@ -395,7 +409,7 @@ def run_scene(name: str, frames: int, size: int, seed: int, steps: int, baseline
         fig = panel_figure(raw, run.slow, raw - run.slow, Path(out_dir) / f"{prefix}_{name}.png", frames=picks)
     return SceneResult(name, scene.notes, frames, size, first, _family_results(scores), fig,
                        scene.meta.get("change_at"), ceiling, scene_knobs(name, size) if scaled else {}, crops,
-                       start, warm, name in BIAS_SCENES, noise_floors(scene, first, max(m.windows)))
+                       start, warm, name in BIAS_SCENES, noise_floors(scene, first, max(m.windows), visited))
 
 
 @contextmanager
