@@ -21,9 +21,8 @@ in the right direction). A sudden change of illumination is divided out the same
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
 
-from .level import tile_blocks
+from .level import tile_blocks, tile_map
 
 MIN_GAIN, MAX_GAIN = 0.02, 50.0  # a tile never counts as more than 50x faded or brightened
 KEEP = 0.75  # the share of a tile's lowest values its level is the mean of
@@ -48,7 +47,6 @@ class BleachGain:
     def __init__(self, tiles: int) -> None:
         self.tiles = tiles
         self.ref: torch.Tensor | None = None
-        self.last: torch.Tensor | None = None  # the last frame's gain on the tile grid
 
     @property
     def enabled(self) -> bool:
@@ -90,7 +88,4 @@ class BleachGain:
         jump = (measured - predicted).abs() > SNAP
         self._log = torch.where(jump, measured, new)
         self._trend = torch.where(jump, torch.zeros_like(trend), trend)
-        new = self._log
-        g = new.exp()
-        self.last = g
-        return F.interpolate(g[None, None], size=tuple(x.shape), mode="bilinear", align_corners=False)[0, 0]
+        return tile_map(self._log.exp(), tuple(x.shape))

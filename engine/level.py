@@ -36,6 +36,12 @@ def tile_blocks(x: torch.Tensor, tiles: int) -> torch.Tensor:
     return x[: ny * th, : nx * tw].reshape(ny, th, nx, tw).permute(0, 2, 1, 3).reshape(ny, nx, th * tw)
 
 
+def tile_map(grid: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """A (ny, nx) grid of per-tile values as an (H, W) plane, interpolated bilinearly
+    between the tile centres (and held beyond the outer ones)."""
+    return F.interpolate(grid[None, None], size=tuple(shape), mode="bilinear", align_corners=False)[0, 0]
+
+
 def robust_level(blocks: torch.Tensor, clip: float = CLIP) -> torch.Tensor:
     """Per tile, the mean of the values within ``clip`` robust standard deviations of the
     centre (first the median, then that mean again): symmetric, so noise around zero
@@ -78,5 +84,4 @@ class LevelMatch:
         if self.level is None:
             return None
         share = (-gain.log() / math.log(FULL)).clamp_(0.0, 1.0)
-        return F.interpolate(self.level[None, None], size=tuple(frame.shape), mode="bilinear",
-                             align_corners=False)[0, 0] * share
+        return tile_map(self.level, tuple(frame.shape)) * share
