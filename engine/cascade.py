@@ -292,6 +292,16 @@ class Cascade:
         self.early.restart()
         self.settle_until = start + max(self.lags) + self.cfg.settle
 
+    @torch.no_grad()
+    def set_fading_reference(self, frame: torch.Tensor) -> None:
+        """Take ``frame`` (a stream's first, in ADU on the device) as the fading's reference,
+        as pushing it first would, without pushing it (a resume primes the ring with the
+        frames its file ends with, after the first)."""
+        if self.ring.data is None:
+            self._allocate(tuple(frame.shape))  # type: ignore[arg-type]
+        if self.bleach.enabled:
+            self.bleach.gain(bin_frame(frame, self.factor))
+
     def upload(self, arr: np.ndarray) -> tuple[torch.Tensor, bool]:
         """One frame onto the compute device as float32 ADU, and whether every pixel is
         finite (checked on the host: integer camera frames always are). On CUDA the frame

@@ -14,14 +14,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
 
 from lagsplit.adapters.sources import ReplaySource, WatchSource, build_adapter
 from lagsplit.adapters.stacks import open_stack, split_h5_path
 from lagsplit.engine.cascade import NETWORK_SETTINGS, Cascade, resolve_device
 from lagsplit.engine.checkpoint import Checkpointer, UnusableCheckpoint, checkpoint_path, load_checkpoint
 from lagsplit.engine.contracts import Adapter, Sink
-from lagsplit.engine.detail import bin_factor, bin_frame
 from lagsplit.engine.engine import Engine
 from lagsplit.engine.hdf5_sink import (
     FileState,
@@ -297,14 +295,11 @@ def prime_from_file(cascade: Cascade, out: str | os.PathLike) -> int:
         flags = f["frames/flags"][:] if "frames/flags" in f else np.zeros(raw.shape[0], np.uint8)
         rows = raw.shape[0]
         keep = min(rows, cascade.ring.capacity)
-        if cascade.bleach.enabled and rows > keep:
-            first = raw[0].astype(np.float32)
-            cascade.bleach.gain(bin_frame(torch.from_numpy(first).to(cascade.device), bin_factor(first.shape,
-                                                                                          cascade.cfg.work_size)))
-        with torch.no_grad():
-            for row in range(rows - keep, rows):
-                x, finite = cascade.upload(raw[row])
-                cascade.infer(x, finite and not flags[row])
+        if rows > keep:
+            cascade.set_fading_reference(cascade.upload(raw[0])[0])
+        for row in range(rows - keep, rows):
+            x, finite = cascade.upload(raw[row])
+            cascade.infer(x, finite and not flags[row])
     log.info("resuming %s: the last %d frames of the file primed the windows", out, keep)
     return keep
 

@@ -59,3 +59,15 @@ def test_slow_tracks_bleaching_instead_of_lagging_it():
     bias_plain = np.abs(plain[late].mean(axis=(1, 2)) / slow[late].mean(axis=(1, 2)) - 1)
     assert bias_corrected.max() < 0.03, bias_corrected.max()
     assert bias_plain.max() > 0.06  # even the shortest window (8 frames) lags a 4x fade by more
+
+
+def test_a_fading_reference_can_be_set_without_pushing_the_frame():
+    """A resume gives the cascade its file's first frame as the fading's reference, then the
+    frames the file ends with: their gain is measured against that first frame."""
+    cfg = ModelConfig(lags=(4,), base_channels=4, levels=1, windows=(8,), bleach_tiles=2, work_size=16)
+    c = Cascade(cfg, history=8, warmup_steps=10**6)
+    first = torch.full((32, 32), 400.0)
+    c.set_fading_reference(first)
+    assert c.ring.count == 0 and c.factor == 2  # nothing pushed; binned as the frames will be
+    out = c.infer(first * 0.5)  # half as bright as the reference: a jump taken at once
+    np.testing.assert_allclose(out.gain.numpy(), 0.5, rtol=1e-5)
