@@ -106,7 +106,7 @@ def _from_start_lines(run: QualityRun) -> list[str]:
         lines.append(f"| {r.name} | {_f(lag.slow_all)} | {_f(best.slow_all.slow_all)} ({best.family}) | "
                      f"{verdict_all(r)} | {' | '.join(cells)} | {verdict_warmup(r)} |")
     lost = [r.name for r in rows if verdict_all(r) != "wins"]
-    worse = [r.name for r in rows if "worse" in verdict_warmup(r) and "no worse" not in verdict_warmup(r)]
+    worse = [r.name for r in rows if r.warmup is not None and len(r.warmup.frames) and not r.warmup.no_worse]
     lines += ["", f"Over all frames lagsplit beats the best online baseline on {len(rows) - len(lost)} of "
               f"{len(rows)} scenes" + (f"; it does not on {', '.join(lost)}" if lost else "") + ". "
               f"On its warm-up frames it is no worse than the best causal baseline on {len(rows) - len(worse)} of "
