@@ -42,4 +42,10 @@ class Decomposition:
     model_version: int
     warmup: bool
     latency_ms: float = 0.0
-    flags: int = 0  # what was wrong with the frame (hdf5_sink.FRAME_FLAGS: non-finite, blank, saturated)
+    flags: int = 0  # what was wrong with the frame (contracts.FRAME_FLAGS: non-finite, blank, saturated)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays it holds: what it keeps alive while queued, about what a row writes."""
+        arrays = (self.raw, self.slow, self.fast, self.residual, *(self.components or {}).values())
+        return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))

@@ -356,11 +356,7 @@ class HDF5Sink:
                  ("frames/warmup", int(r.warmup)), ("frames/latency_ms", r.latency_ms),
                  ("frames/flags", getattr(r, "flags", 0)),
                  ("frames/index", r.index)]  # the index last: a row with its index is whole
-        with self._writing():
-            for name, value in rows:
-                ds = self._dataset(name)
-                ds.resize(n + 1, axis=0)
-                ds[n] = value
+        self._write_row(n, rows)
         self.rows = n + 1
         self._since_flush += 1
         self._maybe_flush()
@@ -368,21 +364,14 @@ class HDF5Sink:
     def skip(self, first_index: int, count: int, reason: str) -> None:
         self._open()
         n = self._gap_rows
-        with self._writing():
-            for name, value in (("first_index", first_index), ("count", count), ("reason", GAP_REASONS.index(reason))):
-                ds = self._dataset(f"gaps/{name}")
-                ds.resize(n + 1, axis=0)
-                ds[n] = value
+        self._write_row(n, [("gaps/first_index", first_index), ("gaps/count", count),
+                            ("gaps/reason", GAP_REASONS.index(reason))])
         self._gap_rows = n + 1
 
     def train_log(self, step: int, losses: list[float]) -> None:
         self._open()
         n = self._train_rows
-        with self._writing():
-            for name, value in (("train/step", step), ("train/loss", np.asarray(losses, dtype=np.float32))):
-                ds = self._dataset(name)
-                ds.resize(n + 1, axis=0)
-                ds[n] = value
+        self._write_row(n, [("train/step", step), ("train/loss", np.asarray(losses, dtype=np.float32))])
         self._train_rows = n + 1
 
     def update_counters(self, counters: dict[str, int]) -> None:
@@ -427,6 +416,14 @@ class HDF5Sink:
             raise OutputError(f"{self.path}: a write failed before ({self._failed}); {self.kept()}")
         return self.file
 
+    def _write_row(self, n: int, values: list[tuple[str, object]]) -> None:
+        """Grow each named dataset to ``n + 1`` rows and write row ``n``, in the order given."""
+        with self._writing():
+            for name, value in values:
+                ds = self._dataset(name)
+                ds.resize(n + 1, axis=0)
+                ds[n] = value
+
     def _dataset(self, name: str) -> h5py.Dataset:
         """The open dataset ``name``: kept open, so that HDF5 writes only when flushed (and a
         write that fails, a full disk, is raised there and not lost in a destructor)."""
@@ -450,8 +447,7 @@ class HDF5Sink:
     def _check_space(self, r: Decomposition) -> None:
         """Stop while the disk still has room to close the file cleanly: free space under
         MIN_FREE_BYTES / 2 plus two rows of this size is a DiskFull error."""
-        row = sum(a.nbytes for a in (r.raw, r.slow, r.fast, r.residual, *(r.components or {}).values())
-                  if isinstance(a, np.ndarray))
+        row = r.nbytes
         free = shutil.disk_usage(self.path.parent).free
         if free < MIN_FREE_BYTES // 2 + 2 * row:
             self._counters["sink_errors"] = max(self._counters["sink_errors"], 1)  # the file says so when closed

@@ -10,8 +10,6 @@ import queue
 import threading
 from typing import Any
 
-import numpy as np
-
 from .contracts import RunInfo, Sink, check_sink
 
 _STOP = object()
@@ -19,13 +17,6 @@ _STOP = object()
 
 class SinkFailed(RuntimeError):
     pass
-
-
-def _nbytes(result: Any) -> int:
-    """Bytes of the arrays a result holds (what it keeps alive while queued)."""
-    arrays = [getattr(result, k, None) for k in ("raw", "slow", "fast", "residual")]
-    arrays += list((getattr(result, "components", None) or {}).values())
-    return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
 
 
 class ThreadedSink:
@@ -68,7 +59,7 @@ class ThreadedSink:
             finally:
                 if name == "append" and self._max_bytes:
                     with self._room:
-                        self._bytes -= _nbytes(args[0])
+                        self._bytes -= args[0].nbytes
                         self._room.notify_all()
 
     def _check(self) -> None:
@@ -104,7 +95,7 @@ class ThreadedSink:
 
     def append(self, result) -> None:
         if self._max_bytes:
-            n = _nbytes(result)
+            n = result.nbytes
             with self._room:
                 while self._bytes and self._bytes + n > self._max_bytes:
                     self._check()
