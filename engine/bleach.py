@@ -88,4 +88,9 @@ class BleachGain:
         jump = (measured - predicted).abs() > SNAP
         self._log = torch.where(jump, measured, new)
         self._trend = torch.where(jump, torch.zeros_like(trend), trend)
-        return tile_map(self._log.exp(), tuple(x.shape))
+        return self.map(tuple(x.shape))
+
+    def map(self, shape: tuple[int, int]) -> torch.Tensor:
+        """The last frame's gain over a plane of ``shape`` (the working grid, or the full
+        frame it was binned from), interpolated between the tile centres."""
+        return tile_map(self._log.exp(), shape)

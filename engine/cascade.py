@@ -61,11 +61,12 @@ class Normaliser:
 
 @dataclass
 class StageOutput:
-    """Normalised-unit result of one frame through the cascade (full-resolution tensors on
-    the device). ``components`` holds slow, then one plane per shorter lag when the
-    components were asked for (else slow alone); ``residual`` is None without them. The
-    planes are in the units of the frames with the fading divided out: ``gain`` multiplies
-    it back in (:meth:`Cascade.to_adu` does)."""
+    """Result of one frame through the cascade (full-resolution tensors on the device).
+    ``slow`` is in ADU, the fading multiplied back in. ``components`` holds slow, then one
+    plane per shorter lag when the components were asked for (else nothing); those planes
+    are in normalised units with the fading divided out: ``gain`` (the fading of each
+    pixel) multiplies it back in (:meth:`Cascade.to_adu` does). ``residual`` is None
+    without them."""
 
     position: int
     slow: torch.Tensor
@@ -161,6 +162,7 @@ class Cascade:
         self.stage_steps = [0] * len(self.lags)  # training steps taken per stage
         self.lock = threading.Lock()  # held while the ring changes; a training thread samples under it
         self.factor = 1  # binning of the frames into the working grid, set by the first frame
+        self.shape: tuple[int, int] | None = None  # the frames' (H, W), set by the first frame
         self.fine: FineDetail | None = None  # full-resolution detail when frames are binned
         self._pinned_in: torch.Tensor | None = None  # host staging buffer of a CUDA run
         self.bleach = BleachGain(cfg.bleach_tiles)
@@ -192,6 +194,7 @@ class Cascade:
 
     # ---- inference --------------------------------------------------------------------------
     def _allocate(self, shape: tuple[int, int]) -> None:
+        self.shape = shape
         self.factor = bin_factor(shape, self.cfg.work_size)
         work = (-(-shape[0] // self.factor), -(-shape[1] // self.factor))
         self.ring.allocate(work)
@@ -205,8 +208,8 @@ class Cascade:
         segment; with the components, their residuals): a training thread samples under
         it, and trains while the slow network runs here, since only this thread writes."""
         with self.lock:
-            pos, xw, x, gain_full = self._push(frame, valid)
-        return self._decompose(pos, xw, x, gain_full, valid)
+            pos, xw, y, gain_full = self._push(frame, valid)
+        return self._decompose(pos, xw, y, gain_full, valid)
 
     def _push(self, frame: torch.Tensor, valid: bool) -> tuple:
         if self.ring.data is None:
@@ -217,29 +220,30 @@ class Cascade:
             frame = torch.nan_to_num(frame, nan=0.0, posinf=0.0, neginf=0.0)
         off, scale = self.norm.offset, self.norm.scale
         xw = bin_frame(frame, self.factor)  # ADU on the working grid
+        gain_full = None
         if self.bleach.enabled:
             # the fading divided out (engine/bleach.py); an invalid frame keeps the last gain
             if valid or self._gain is None:
                 self._gain = self.bleach.gain(xw)
             xw = xw / self._gain
+            gain_full = self._gain if self.fine is None else self.bleach.map(self.shape)
         xw = (xw - off) / scale
-        gain_full = self._up(self._gain, frame) if self.bleach.enabled else None
-        if self.fine is None:
-            x = xw
-        else:
-            x = ((frame / gain_full if gain_full is not None else frame) - off) / scale
+        # the fine detail's input: the full-resolution frame in ADU, the fading divided out
+        y = None
+        if self.fine is not None:
+            y = frame / gain_full if gain_full is not None else frame
         pos = self.ring.push(xw, valid)
         start = self.detector.observe(pos)
         if start is not None:
             self._new_segment(start, pos)
         else:
             self.features.update(pos)
-        return pos, xw, x, gain_full
+        return pos, xw, y, gain_full
 
-    def _decompose(self, pos: int, xw: torch.Tensor, x: torch.Tensor, gain_full: torch.Tensor | None,
+    def _decompose(self, pos: int, xw: torch.Tensor, y: torch.Tensor | None, gain_full: torch.Tensor | None,
                    valid: bool) -> StageOutput:
         if self.fine is not None and valid:
-            self.fine.update(x, self.features.noise())
+            self.fine.update(y, self.features.noise(), self.norm.scale)
         target = torch.tensor([pos])
         use_net = self.warm and pos >= self.first_target(0) and pos >= self.settle_until
         nets = self.infer_nets or self.nets
@@ -267,18 +271,24 @@ class Cascade:
                     c = torch.zeros_like(r)
                 comps.append(c)
                 r = r - c
-        slow_full = self._with_detail(slow) if self.fine is not None and self.fine.n else self._up(slow, x)
-        comps_full = [slow_full, *(self._up(c, x) for c in comps[1:])] if self.stages > 1 else []
+        slow_full = self._slow_in_adu(slow, gain_full)
+        comps_full = [slow_full, *(self._up(c) for c in comps[1:])] if self.stages > 1 else []
         return StageOutput(pos, slow_full, comps_full, None, warmup=not use_net, gain=gain_full)
 
-    def _with_detail(self, slow: torch.Tensor) -> torch.Tensor:
-        """up(slow) + M - up(bin(M)), computed as up(slow - bin(M)) + M: one upsampling."""
+    def _slow_in_adu(self, slow: torch.Tensor, gain: torch.Tensor | None) -> torch.Tensor:
+        """Slow at the frames' resolution in ADU, the fading multiplied back in. With the
+        fine detail (engine/detail.py): up(slow) + M - up(bin(M)), computed as
+        up(slow - bin(M)) + M, all in ADU: one upsampling, with M and the fading applied
+        as it writes the full-resolution plane."""
+        base = slow * self.norm.scale + self.norm.offset
+        if self.fine is None or not self.fine.n:
+            return upsample(base, self.factor, self.shape, mul=gain)
         mean = self.fine.mean
-        return upsample(slow - bin_frame(mean, self.factor), self.factor, tuple(mean.shape)).add_(mean)
+        return upsample(base - bin_frame(mean, self.factor), self.factor, self.shape, add=mean, mul=gain)
 
-    def _up(self, plane: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """A working-grid plane at the resolution of the frame ``x``."""
-        return upsample(plane, self.factor, tuple(x.shape))
+    def _up(self, plane: torch.Tensor) -> torch.Tensor:
+        """A working-grid plane at the frames' resolution."""
+        return upsample(plane, self.factor, self.shape)
 
     def _new_segment(self, start: int, pos: int) -> None:
         """A sudden change began at ``start``: windows and training pairs start afresh there,
@@ -321,9 +331,9 @@ class Cascade:
 
         ``fast`` is computed as raw - slow in float32 so slow + fast == raw exactly up to rounding.
         """
-        s, o = self.norm.scale, self.norm.offset
+        s = self.norm.scale
         g = out.gain if out.gain is not None else 1.0
-        slow = ((out.slow * s + o) * g).float().cpu().numpy()
+        slow = out.slow.float().cpu().numpy()
         rawf = raw.astype(np.float32, copy=False)
         fast = rawf - slow
         if not components or not out.components:

@@ -115,6 +115,9 @@ class TrainConfig(Settings):
     """Training pairs per step."""
     crop: int = Field(64, ge=8, le=4096)
     """Side in pixels of the random training crops (whole frame when smaller)."""
+    precision: Literal["float32", "bfloat16"] = "float32"
+    """Arithmetic of a training step's forward and backward passes ('bfloat16': torch
+    autocast; the weights, their averages and the optimiser stay float32)."""
     history: int = Field(64, ge=1, le=4096)
     """Frames kept in the ring beyond the longest lag; training targets are drawn from them."""
     lr: float = Field(3e-3, gt=0, le=1.0)

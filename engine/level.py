@@ -19,10 +19,10 @@ window statistics, which leave spots out over time, already hold the level.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
-from torch.nn import functional as F
 
 CLIP = 3.0  # robust standard deviations either side of the centre a residual is kept within
 FULL = 1.2  # a tile faded this many fold gets the whole correction
@@ -38,8 +38,26 @@ def tile_blocks(x: torch.Tensor, tiles: int) -> torch.Tensor:
 
 def tile_map(grid: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """A (ny, nx) grid of per-tile values as an (H, W) plane, interpolated bilinearly
-    between the tile centres (and held beyond the outer ones)."""
-    return F.interpolate(grid[None, None], size=tuple(shape), mode="bilinear", align_corners=False)[0, 0]
+    between the tile centres (and held beyond the outer ones), as
+    ``F.interpolate(..., mode="bilinear", align_corners=False)`` computes it. Bilinear
+    interpolation is separable: the plane is ``Wy @ grid @ Wx.T`` with one small weight
+    matrix per axis, a single pass over the output even at full resolution."""
+    wy = _weights(grid.shape[0], shape[0], grid.dtype, grid.device)
+    wx = _weights(grid.shape[1], shape[1], grid.dtype, grid.device)
+    return (wy @ grid) @ wx.T
+
+
+@functools.lru_cache(maxsize=32)
+def _weights(n: int, size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(size, n): the weight of each of ``n`` tile centres in each of ``size`` pixels."""
+    src = ((torch.arange(size, dtype=torch.float64) + 0.5) * (n / size) - 0.5).clamp_(min=0)
+    i0 = src.floor().long().clamp_(max=n - 1)
+    i1 = (i0 + 1).clamp_(max=n - 1)
+    frac = src - i0
+    w = torch.zeros(size, n, dtype=torch.float64)
+    w[torch.arange(size), i0] += 1 - frac
+    w[torch.arange(size), i1] += frac
+    return w.to(dtype=dtype, device=device)
 
 
 def robust_level(blocks: torch.Tensor, clip: float = CLIP) -> torch.Tensor:

@@ -5,6 +5,8 @@ Everything lives in one tensor allocated once, on the compute device.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -124,11 +126,56 @@ def temporal_median(stack: torch.Tensor) -> torch.Tensor:
 
 
 def sort_over_time(stack: torch.Tensor) -> torch.Tensor:
-    """``stack`` (n, H, W) sorted along dim 0. The sort runs on a copy with time as the
+    """``stack`` (n, H, W) sorted along dim 0 (its values finite: the ring only holds such).
+
+    On a CPU, up to :data:`NETWORK_MAX` frames go through a sorting network (Batcher's
+    odd-even merge sort): whole planes compared and swapped with elementwise min / max,
+    about ten times faster than ``torch.sort`` at 8 and 32 frames of 128 x 128 px, which
+    sorts each pixel's few values on its own. Elsewhere (longer stacks, a GPU, where one
+    sort kernel beats hundreds of small ones) the sort runs on a copy with time as the
     contiguous axis, 2-3x faster on a CPU than sorting along the strided dim 0."""
     n = stack.shape[0]
+    if stack.device.type == "cpu" and 1 < n <= NETWORK_MAX:
+        return _network_sort(stack)
     ordered = stack.reshape(n, -1).t().contiguous().sort(dim=1).values
     return ordered.t().reshape(stack.shape)
+
+
+NETWORK_MAX = 64  # frames up to which a CPU sort goes through the sorting network
+
+
+@functools.cache
+def _comparators(n: int) -> tuple[tuple[int, int], ...]:
+    """The compare-and-swap pairs (i < j: the smaller value goes to i) of Batcher's odd-even
+    merge sort of ``n`` values, ``n`` a power of two, in the order they apply."""
+    pairs = []
+    p = 1
+    while p < n:
+        k = p
+        while k >= 1:
+            for j in range(k % p, n - k, 2 * k):
+                for i in range(min(k, n - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return tuple(pairs)
+
+
+def _network_sort(stack: torch.Tensor) -> torch.Tensor:
+    n = stack.shape[0]
+    m = 1 << (n - 1).bit_length()
+    # padded up to a power of two with planes of +inf, which stay at the end: a comparison
+    # with one of them swaps nothing and is skipped
+    planes = list(stack.clone().unbind(0))
+    spare = torch.empty_like(planes[0])
+    for i, j in _comparators(m):
+        if j >= n:
+            continue
+        torch.minimum(planes[i], planes[j], out=spare)
+        torch.maximum(planes[i], planes[j], out=planes[j])
+        planes[i], spare = spare, planes[i]
+    return torch.stack(planes)
 
 
 def sorted_median(ordered: torch.Tensor) -> torch.Tensor:

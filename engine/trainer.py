@@ -255,13 +255,13 @@ class OnlineTrainer:
         # occupy a pixel part of the time
         loss_fn = F.l1_loss if stage == 0 else _LOSSES[self.cfg.fast_loss]
         net.train()
-        loss = loss_fn(net(xb), yb)
+        loss = loss_fn(self._forward(net, xb), yb)
         if not torch.isfinite(loss) or self._exploded(stage, float(loss.detach())):
             verdict = self._diverged(stage, net, loss_fn, xb, yb, float(loss.detach()))
             if verdict == "diverged":
                 return None
             if verdict == "data changed":
-                loss = loss_fn(net(xb), yb)  # the weights were put back in place: a fresh graph
+                loss = loss_fn(self._forward(net, xb), yb)  # the weights were put back in place: a fresh graph
             if not torch.isfinite(loss):
                 self.skipped += 1
                 opt.zero_grad(set_to_none=True)
@@ -284,6 +284,13 @@ class OnlineTrainer:
         self.cascade.stage_steps[stage] += 1
         return float(loss.detach())
 
+    def _forward(self, net, xb: torch.Tensor) -> torch.Tensor:
+        """The network's prediction for a training batch, in ``train.precision`` (float32 out)."""
+        if self.cfg.precision == "float32":
+            return net(xb)
+        with torch.autocast(xb.device.type, dtype=torch.bfloat16):
+            return net(xb).float()
+
     # ---- divergence ---------------------------------------------------------------------------
     def _exploded(self, stage: int, loss: float) -> bool:
         """The loss is ``diverge_ratio`` times the median of the stage's recent ones or more."""
@@ -302,7 +309,7 @@ class OnlineTrainer:
         with torch.no_grad():
             now = [p.detach().clone() for p in net.parameters()]
             torch._foreach_copy_(list(net.parameters()), before)
-            was = float(loss_fn(net(xb), yb))
+            was = float(loss_fn(self._forward(net, xb), yb))
         recent = self._recent[stage]
         if np.isfinite(was) and not self._exploded(stage, was):
             self._unconfirmed[stage] = False

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
+from torch.nn import functional as F
 
 from lagsplit.engine.bleach import BleachGain, tile_levels
 from lagsplit.engine.cascade import Cascade
 from lagsplit.engine.config import ModelConfig
+from lagsplit.engine.level import tile_map
 
 
 def test_tile_levels_are_tile_medians_that_ignore_a_few_bright_spots():
@@ -14,6 +17,14 @@ def test_tile_levels_are_tile_medians_that_ignore_a_few_bright_spots():
     x[4:, :4] = 3.0
     x[0, 0] = x[1, 1] = 100.0  # spots in the first tile
     np.testing.assert_allclose(tile_levels(x, 2).numpy(), [[1.0, 1.0], [3.0, 1.0]])
+
+
+@pytest.mark.parametrize(("tiles", "shape"), [((2, 2), (128, 128)), ((2, 2), (1000, 1024)), ((4, 3), (17, 5)),
+                                             ((1, 2), (3, 9))])
+def test_tile_map_interpolates_bilinearly_between_tile_centres(tiles, shape):
+    grid = torch.rand(tiles, generator=torch.Generator().manual_seed(1))
+    want = F.interpolate(grid[None, None], size=shape, mode="bilinear", align_corners=False)[0, 0]
+    torch.testing.assert_close(tile_map(grid, shape), want, atol=1e-6, rtol=0)
 
 
 def test_gain_follows_fading_that_differs_across_the_field():

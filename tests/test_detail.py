@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from lagsplit.engine.cascade import Cascade
 from lagsplit.engine.config import ModelConfig, TrainConfig
@@ -150,3 +151,22 @@ def test_upload_checks_finiteness_on_the_host_and_converts_to_float32():
     bad[1, 2] = np.nan
     assert c.upload(bad)[1] is False
     assert c.upload(np.where(np.isnan(bad), np.inf, bad))[1] is False
+
+
+@pytest.mark.parametrize(("factor", "shape"), [(2, (30, 22)), (3, (31, 17)), (8, (64, 64)), (4, (13, 1)), (5, (1, 9))])
+def test_upsampling_is_torch_bilinear_and_applies_add_then_mul(factor, shape):
+    g = torch.Generator().manual_seed(factor)
+    small = torch.rand(-(-shape[0] // factor), -(-shape[1] // factor), generator=g)
+    add, mul = torch.rand(shape, generator=g), torch.rand(shape, generator=g)
+    h, w = small.shape
+    want = F.interpolate(small[None, None], size=(h * factor, w * factor), mode="bilinear",
+                         align_corners=False)[0, 0, : shape[0], : shape[1]]
+    torch.testing.assert_close(upsample(small, factor, shape), want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(upsample(small, factor, shape, add=add, mul=mul), (want + add) * mul, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("factor", "shape"), [(4, (32, 16)), (8, (64, 128)), (4, (30, 22)), (3, (7, 9))])
+def test_binning_is_average_pooling_over_whole_and_partial_blocks(factor, shape):
+    plane = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    want = F.avg_pool2d(plane[None, None], factor, ceil_mode=True, count_include_pad=False)[0, 0]
+    torch.testing.assert_close(bin_frame(plane, factor), want, atol=1e-6, rtol=0)
