@@ -25,7 +25,7 @@ from .config import ModelConfig
 from .detail import FineDetail, bin_factor, bin_frame, upsample
 from .features import TemporalFeatures
 from .level import LevelMatch
-from .nets import LagUNet
+from .nets import LagUNet, computing_in, resolve_precision
 from .ring import Ring
 from .warmup import WarmupChoice
 
@@ -133,6 +133,7 @@ class Cascade:
         self.cfg = cfg
         self.lags = tuple(cfg.lags)
         self.device = device if device is not None else resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)  # what the networks compute in
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.stages = len(self.lags) if components else 1  # the stages that run
@@ -250,7 +251,7 @@ class Cascade:
         if use_net:
             self.early.skip()
             inputs = self.stage_inputs(0, target)
-            slow = nets[0](inputs)[0, 0]
+            slow = self._run(nets[0], inputs)
             if self.gate is not None:
                 slow = self.gate.apply(inputs[0, nets[0].skip_channel], slow, xw)
         else:
@@ -266,7 +267,7 @@ class Cascade:
             for k in range(1, self.stages):
                 self.ring.write(k, pos, r)
                 if use_net and pos >= self.first_target(k) and self.stage_steps[k] > 0:
-                    c = nets[k](self.stage_inputs(k, target))[0, 0]
+                    c = self._run(nets[k], self.stage_inputs(k, target))
                 else:
                     c = torch.zeros_like(r)
                 comps.append(c)
@@ -274,6 +275,11 @@ class Cascade:
         slow_full = self._slow_in_adu(slow, gain_full)
         comps_full = [slow_full, *(self._up(c) for c in comps[1:])] if self.stages > 1 else []
         return StageOutput(pos, slow_full, comps_full, None, warmup=not use_net, gain=gain_full)
+
+    def _run(self, net: LagUNet, inputs: torch.Tensor) -> torch.Tensor:
+        """One network on one frame's inputs (1, C, H, W), in ``self.precision`` -> (H, W) float32."""
+        with computing_in(self.precision, inputs.device):
+            return net(inputs)[0, 0].float()
 
     def _slow_in_adu(self, slow: torch.Tensor, gain: torch.Tensor | None) -> torch.Tensor:
         """Slow at the frames' resolution in ADU, the fading multiplied back in. With the

@@ -5,6 +5,8 @@ level passes its features across to the decoder.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -68,6 +70,40 @@ class LagUNet(nn.Module):
             x = F.avg_pool2d(x, 2)
         x = self.bottom(x)
         for up, merge, skip in zip(self.up, self.merge, reversed(skips)):
-            x = merge(torch.cat([up(x), skip], dim=1))
+            x = merge(torch.cat([_upconv(up, x), skip], dim=1))
         y = self.head(x)[..., :h, :w].contiguous()
         return y if base is None else y + base
+
+
+def _upconv(up: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
+    """``up(x)`` for a 2 x 2, stride-2 transposed convolution, computed as what it is: a
+    1 x 1 convolution to the four output pixels of each input pixel, then a pixel shuffle
+    into place (the same weights, reshaped): on a CPU its backward pass is then a plain
+    matrix product instead of a transposed convolution's."""
+    w = up.weight  # (in, out, 2, 2)
+    cin, cout = w.shape[:2]
+    y = F.conv2d(x, w.permute(1, 2, 3, 0).reshape(cout * 4, cin, 1, 1), up.bias.repeat_interleave(4))
+    return F.pixel_shuffle(y, 2).contiguous(memory_format=torch.channels_last)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """``model.precision`` as the dtype the networks compute in on ``device``: 'auto' is
+    bfloat16 where the device computes it natively, float32 elsewhere."""
+    if name == "float32":
+        return torch.float32
+    if name == "bfloat16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    else:
+        cpu = torch.cpu
+        native = any(getattr(cpu, probe, lambda: False)() for probe in
+                     ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return torch.bfloat16 if native else torch.float32
+
+
+def computing_in(dtype: torch.dtype, device: torch.device) -> contextlib.AbstractContextManager:
+    """The context a network runs in to compute in ``dtype`` (autocast for bfloat16)."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)

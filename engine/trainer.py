@@ -18,6 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from .cascade import Cascade
+from .nets import computing_in
 from .config import TrainConfig
 
 log = logging.getLogger("lagsplit.trainer")
@@ -285,10 +286,9 @@ class OnlineTrainer:
         return float(loss.detach())
 
     def _forward(self, net, xb: torch.Tensor) -> torch.Tensor:
-        """The network's prediction for a training batch, in ``train.precision`` (float32 out)."""
-        if self.cfg.precision == "float32":
-            return net(xb)
-        with torch.autocast(xb.device.type, dtype=torch.bfloat16):
+        """The network's prediction for a training batch, computed in the cascade's
+        precision (``model.precision``), as float32."""
+        with computing_in(self.cascade.precision, xb.device):
             return net(xb).float()
 
     # ---- divergence ---------------------------------------------------------------------------
