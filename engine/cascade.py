@@ -340,10 +340,10 @@ class Cascade:
         s = self.norm.scale
         g = out.gain if out.gain is not None else 1.0
         slow = out.slow.float().cpu().numpy()
-        rawf = raw.astype(np.float32, copy=False)
-        fast = rawf - slow
+        fast = np.subtract(raw, slow, dtype=np.float32)  # raw converted as it is read: one pass
         if not components or not out.components:
             return slow, fast, None, None
+        rawf = raw.astype(np.float32, copy=False)
         comps = {lag: (c * s * g).float().cpu().numpy() for lag, c in zip(self.lags[1:], out.components[1:])}
         comps = {self.lags[0]: slow, **comps}
         residual = rawf - sum(comps.values())

@@ -18,8 +18,8 @@ import torch
 from torch.nn import functional as F
 
 from .cascade import Cascade
-from .nets import computing_in
 from .config import TrainConfig
+from .nets import computing_in
 
 log = logging.getLogger("lagsplit.trainer")
 RECENT_LOSSES = 32  # accepted losses per stage whose median a diverging loss is compared with
