@@ -76,14 +76,19 @@ class LagUNet(nn.Module):
 
 
 def _upconv(up: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
-    """``up(x)`` for a 2 x 2, stride-2 transposed convolution, computed as what it is: a
-    1 x 1 convolution to the four output pixels of each input pixel, then a pixel shuffle
-    into place (the same weights, reshaped): on a CPU its backward pass is then a plain
-    matrix product instead of a transposed convolution's."""
+    """``up(x)`` for a 2 x 2, stride-2 transposed convolution (``x`` channels-last), computed
+    as what it is: a 1 x 1 convolution to the four output pixels of each input pixel (the
+    same weights, reshaped; the four pixels as the outer channel groups), whose channel
+    runs are then moved into place, channels-last. On a CPU its backward pass is a
+    matrix product and a copy instead of a transposed convolution's."""
     w = up.weight  # (in, out, 2, 2)
     cin, cout = w.shape[:2]
-    y = F.conv2d(x, w.permute(1, 2, 3, 0).reshape(cout * 4, cin, 1, 1), up.bias.repeat_interleave(4))
-    return F.pixel_shuffle(y, 2).contiguous(memory_format=torch.channels_last)
+    y = F.conv2d(x, w.permute(2, 3, 1, 0).reshape(4 * cout, cin, 1, 1), up.bias.repeat(4))
+    n, _, h, wd = y.shape
+    # channels-last memory is (n, h, w, [a, b, cout]): output pixel (2i + a, 2j + b)
+    pixels = y.permute(0, 2, 3, 1).reshape(n, h, wd, 2, 2, cout)
+    out = pixels.permute(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * wd, cout)
+    return out.permute(0, 3, 1, 2)
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
@@ -107,3 +112,11 @@ def computing_in(dtype: torch.dtype, device: torch.device) -> contextlib.Abstrac
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+def precision_label(name: str, device: str) -> str:
+    """What ``model.precision`` = ``name`` resolves to on ``model.device`` = ``device``, for
+    reports: 'bfloat16' or 'float32'."""
+    from .cascade import resolve_device
+
+    return str(resolve_precision(name, resolve_device(device))).removeprefix("torch.")

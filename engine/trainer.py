@@ -58,7 +58,7 @@ class OnlineTrainer:
     def __init__(self, cascade: Cascade, cfg: TrainConfig) -> None:
         self.cascade = cascade
         self.cfg = cfg
-        self.opts = [torch.optim.Adam(n.parameters(), lr=cfg.lr) for n in cascade.nets]
+        self.opts = [torch.optim.Adam(n.parameters(), lr=cfg.lr, fused=True) for n in cascade.nets]
         # Inference reads an exponential average of the trained weights: one step's noise
         # (a batch of 8 noisy crops) is averaged out instead of landing in the output.
         if cfg.ema > 0:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lagsplit.adapters.scenes import SCENES, make_scene
+from lagsplit.engine.nets import precision_label
 
 from ..config import ConfigError, merge_settings, parse_overrides
 from ..metrics import nrmse
@@ -159,7 +160,8 @@ def run_levers(levers: Sequence[Lever], scenes: Sequence[str] | None = None, fra
     m, tr = cfg.model, cfg.train
     setting = (f"{tr.steps_per_frame} step(s)/frame, lags {list(m.lags)}, windows {list(m.windows)}, "
                f"width {m.base_channels}, warm-up {tr.warmup_steps} steps, learning rate {tr.lr:g}, "
-               f"{m.threads} torch thread(s)" + (f", from weights {init}" if init else ""))
+               f"networks in {precision_label(m.precision, m.device)}, {m.threads} torch thread(s)"
+               + (f", from weights {init}" if init else ""))
     return LeversRun(list(chosen), names, scores, frames, size, seed, first, setting, time.perf_counter() - t0,
                      quick=quick, skipped=skipped)
 

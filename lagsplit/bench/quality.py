@@ -30,6 +30,7 @@ import numpy as np
 
 from lagsplit.adapters.scenes import REFERENCE_SIZE, SCENES, SPOT_SIGMA, Scene, make_scene, scene_knobs
 from lagsplit.engine.detail import bin_factor
+from lagsplit.engine.nets import precision_label
 
 from ..config import merge_settings
 from ..figure import panel_figure
@@ -461,7 +462,8 @@ def run_quality(scenes: Sequence[str] | None = None, frames: int = 300, size: in
     desc = (f"{m.train.steps_per_frame} step(s)/frame, lags {list(m.model.lags)}, windows {list(m.model.windows)} "
             "(clipped means), "
             f"warm-up {m.train.warmup_steps} steps, batch {m.train.batch} x {m.train.crop} px crops, "
-            f"{m.model.threads} torch thread(s)" + (f", from weights {init}" if init else ""))
+            f"networks in {precision_label(m.model.precision, m.model.device)}, {m.model.threads} torch thread(s)"
+            + (f", from weights {init}" if init else ""))
     return QualityRun(results, steps, desc, time.perf_counter() - t0, quick=quick,
                       section=section_name(size) if scaled else "quality", work_size=m.model.work_size,
                       binning=bin_factor((size, size), m.model.work_size))
