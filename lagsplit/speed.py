@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lagsplit.engine.nets import precision_label
+
 from .benchmarks_md import machine, update_section
 
 LIVE_FPS = 20.0  # the camera rate of the live run at sizes up to 512 px
@@ -254,7 +256,8 @@ def run_speed(sizes: list[int], frames: int, overrides: list[str], live_fps: flo
         f"Machine: {machine()}, torch threads {results[0]['torch_threads']}  ",
         f"Configuration: the default (lags {list(m.lags)}, slow stage on a grid of at most {m.work_size} px a side, "
         f"windows {list(m.windows)}, U-Net {m.base_channels} channels x {m.levels} levels, training batch "
-        f"{t.batch} x {t.crop} px, at least {t.min_steps_per_frame} step(s) per frame in (b)); "
+        f"{t.batch} x {t.crop} px, at least {t.min_steps_per_frame} step(s) per frame in (b), networks in "
+        f"{precision_label(m.precision, m.device)}); "
         f"uint16 frames, {frames} per run.",
         "",
         "Throughput, replaying as fast as possible (networks in use from the first frame they can be):",
