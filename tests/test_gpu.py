@@ -54,3 +54,32 @@ def test_the_gate_chooses_its_gain_on_the_device():
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert out.is_cuda and 0.0 <= gate.value <= 1.0
+
+
+def test_full_resolution_work_needs_no_host_synchronisation():
+    """Binning, the gain map and the upsampling with the fine detail and the fading (the
+    per-frame full-resolution work) run on the device without a copy to the host."""
+    from lagsplit.engine.detail import bin_frame, upsample
+    from lagsplit.engine.level import tile_map
+
+    frame = torch.rand(1024, 1024, device="cuda")
+    grid = torch.rand(2, 2, device="cuda")
+
+    def per_frame():
+        gain = tile_map(grid, (1024, 1024))
+        return upsample(bin_frame(frame, 8), 8, (1024, 1024), add=frame, mul=gain)
+
+    want = per_frame()  # the first call builds the interpolation weights on the device
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = per_frame()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.testing.assert_close(got, want)
+
+
+def test_auto_precision_is_bfloat16_on_a_gpu_that_computes_it():
+    from lagsplit.engine.nets import resolve_precision
+
+    want = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    assert resolve_precision("auto", torch.device("cuda")) == want
