@@ -72,11 +72,13 @@ class ModelConfig(Settings):
     """Arithmetic of the networks' convolutions, in inference and in training steps:
     'bfloat16' (torch autocast: weights, their averages, the optimiser and everything
     around the networks stay float32), 'float32', or 'auto': bfloat16 where the device
-    computes it natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU with bfloat16), about
-    1.5x faster there; float32 elsewhere, where bfloat16 would be emulated and slower."""
+    computes it natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU with bfloat16), faster
+    there; float32 elsewhere, where bfloat16 would be emulated and slower."""
     threads: int = Field(0, ge=0, le=256)
-    """CPU threads for torch; 0: one when training runs on a thread of its own beside the
-    worker (slack mode), torch's default otherwise."""
+    """CPU threads for torch; 0: one in slack and off modes (the worker, and in slack mode
+    the training thread beside it, share the cores with the source and the writer: more
+    threads each wait on each other), torch's default in fixed mode, where the worker
+    takes the training steps itself."""
     seed: int = 0
     """Seed for weight initialisation and training crops."""
 

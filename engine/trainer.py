@@ -90,13 +90,15 @@ class OnlineTrainer:
 
     # ---- the training thread ----------------------------------------------------------------
     def start(self) -> None:
-        """Slack mode: train on a thread of its own from now on (no-op in the other modes)."""
+        """Slack mode: train on a thread of its own from now on (the other modes train in
+        the worker, or not at all). Called as the run starts."""
+        if self.cfg.mode != "fixed" and not self.cascade.cfg.threads:
+            # one torch thread each for the worker and the trainer: two threads apiece on two
+            # cores wait on each other (and on the source, the writer, anything else the
+            # machine runs); so does a lone worker's pair (inference only: 'off')
+            torch.set_num_threads(1)
         if self.cfg.mode != "slack" or self._thread is not None:
             return
-        if not self.cascade.cfg.threads:
-            # one torch thread each for the worker and the trainer: two threads apiece on two
-            # cores wait on each other (and on anything else the machine runs)
-            torch.set_num_threads(1)
         self._running = True
         self._thread = threading.Thread(target=self._loop, name="lagsplit-trainer", daemon=True)
         self._thread.start()

@@ -6,6 +6,8 @@ import threading
 
 import h5py
 import numpy as np
+import pytest
+import torch
 
 from lagsplit.adapters.synthetic import ArrayStream
 from lagsplit.engine.config import TrainConfig
@@ -60,3 +62,19 @@ def test_the_training_thread_uses_the_slack_between_paced_frames(noise_stack, sm
     # more than max_steps_per_frame per frame
     first = max(small_model.lags)
     assert len(noise_stack) - first < status.train_steps <= 3 * (len(noise_stack) - first) + 3
+
+
+@pytest.mark.parametrize(("mode", "threads", "want"), [("slack", 0, 1), ("off", 0, 1), ("fixed", 0, 2), ("off", 2, 2)])
+def test_the_worker_gets_one_torch_thread_unless_it_trains_alone_or_threads_are_set(small_model, mode, threads, want):
+    from lagsplit.engine.cascade import Cascade
+    from lagsplit.engine.trainer import OnlineTrainer
+
+    torch.set_num_threads(2)
+    try:
+        cascade = Cascade(small_model.model_copy(update={"threads": threads}), history=8, warmup_steps=5)
+        trainer = OnlineTrainer(cascade, TrainConfig(mode=mode))
+        trainer.start()
+        trainer.stop()
+        assert torch.get_num_threads() == want
+    finally:
+        torch.set_num_threads(2)
