@@ -239,6 +239,7 @@ class Cascade:
             self._new_segment(start, pos)
         else:
             self.features.update(pos)
+        self.detector.launch(pos)
         return pos, xw, y, gain_full
 
     def _decompose(self, pos: int, xw: torch.Tensor, y: torch.Tensor | None, gain_full: torch.Tensor | None,

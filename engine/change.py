@@ -15,6 +15,11 @@ part of it (a cell, a walker in a video) is not one. A sample that moves, bleach
 blinks keeps the ratio within a few per cent of 1 (up to 1.23 on 64 x 64 scenes), a
 step lifts it to 8-15, a stage jump of 7 px to 1.5-1.8. Two frames in a row above
 ``ratio`` make a change, dated to the first of them.
+
+On a GPU the test statistic is copied to the host without waiting (``deferred``): the
+frame's decision is taken when the next frame arrives, by which time the copy is done
+(the frame's components have been read back in between). A change is then found one
+frame later, dated the same; no frame waits for the device to answer.
 """
 from __future__ import annotations
 
@@ -37,11 +42,14 @@ class ChangeDetector:
     """Feed it every pushed position (``observe``); it answers the position where a new
     segment starts when it sees a sudden change, else None."""
 
-    def __init__(self, ring: Ring, ratio: float) -> None:
+    def __init__(self, ring: Ring, ratio: float, deferred: bool | None = None) -> None:
         self.ring, self.ratio = ring, ratio
         self.levels: deque[torch.Tensor] = deque(maxlen=HISTORY)
         self.pending: int | None = None  # a position above the threshold, awaiting a second
         self.last_ratio = 1.0
+        # decide on a frame when the next one arrives (default: on a GPU, see module doc)
+        self.deferred = ring.device.type == "cuda" if deferred is None else deferred
+        self._in_flight: tuple[int, torch.Tensor, torch.cuda.Event | None] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -50,6 +58,7 @@ class ChangeDetector:
     def reset(self) -> None:
         self.levels.clear()
         self.pending = None
+        self._in_flight = None
 
     @torch.no_grad()
     def statistic(self, pos: int) -> torch.Tensor | None:
@@ -70,15 +79,44 @@ class ChangeDetector:
         if tiles.shape[1] > MAX_PIXELS:
             tiles = tiles[:, :: tiles.shape[1] // MAX_PIXELS]
         k = max(1, int(KEEP * tiles.shape[1]))
-        return torch.topk(tiles, k, dim=1, largest=False, sorted=False).values.mean(dim=1).cpu()
+        return torch.topk(tiles, k, dim=1, largest=False, sorted=False).values.mean(dim=1)
 
     def observe(self, pos: int) -> int | None:
-        """Look at the frame just pushed at ``pos``; the start of a new segment, or None."""
+        """Look at the frame just pushed at ``pos``; the start of a new segment, or None.
+        Deferred, the answer is about the frames before ``pos``, and :meth:`launch` then
+        starts the look at ``pos`` itself (after a new segment, if any, has begun)."""
         if not self.enabled:
             return None
+        if self.deferred:
+            if self._in_flight is None:
+                return None
+            at, host, done = self._in_flight
+            self._in_flight = None
+            if done is not None:
+                done.synchronize()  # long done: the last frame's results were read back since
+            return self._decide(at, host)
+        stat = self.statistic(pos)
+        return None if stat is None else self._decide(pos, stat.cpu())
+
+    def launch(self, pos: int) -> None:
+        """Deferred: compute the statistic of ``pos`` on the device and start its copy to
+        the host; :meth:`observe` decides on it at the next frame. No-op otherwise."""
+        if not self.enabled or not self.deferred:
+            return
         stat = self.statistic(pos)
         if stat is None:
-            return None
+            return
+        if stat.device.type != "cuda":
+            self._in_flight = (pos, stat.clone(), None)
+            return
+        host = torch.empty(stat.shape, dtype=stat.dtype, pin_memory=True)
+        host.copy_(stat, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        self._in_flight = (pos, host, done)
+
+    def _decide(self, pos: int, stat: torch.Tensor) -> int | None:
+        """The decision on the statistic (on the host) of the frame at ``pos``."""
         if len(self.levels) < HISTORY // 2:
             self.levels.append(stat)
             return None

@@ -14,12 +14,14 @@ from lagsplit.metrics import nrmse
 FRAMES, SIZE = 120, 64
 
 
-def _run(movie: np.ndarray, **model) -> tuple[Cascade, np.ndarray]:
+def _run(movie: np.ndarray, deferred: bool = False, **model) -> tuple[Cascade, np.ndarray]:
     """Untrained networks (zero head: slow is the longest window's statistic) over ``movie``;
     the detector's own tests run without the bleaching correction, which divides an
-    illumination step out before the detector sees it."""
+    illumination step out before the detector sees it. ``deferred``: the detector decides
+    on each frame when the next arrives, as it does on a GPU."""
     cfg = ModelConfig(lags=(8,), base_channels=4, levels=1, device="cpu", **{"bleach_tiles": 0, **model})
     c = Cascade(cfg, history=8, warmup_steps=0)
+    c.detector.deferred = deferred
     slow = []
     for frame in movie:
         out = c.infer(torch.from_numpy(frame.astype(np.float32)))
@@ -27,17 +29,37 @@ def _run(movie: np.ndarray, **model) -> tuple[Cascade, np.ndarray]:
     return c, np.stack(slow)
 
 
+@pytest.mark.parametrize("deferred", [False, True], ids=["at-once", "deferred"])
 @pytest.mark.parametrize("make", [step_scene, jump_scene], ids=["step", "jump"])
-def test_a_sudden_change_is_found_where_it_happened(make):
+def test_a_sudden_change_is_found_where_it_happened(make, deferred):
     scene = make(frames=FRAMES, size=SIZE, seed=3)
-    c, _ = _run(scene.movie)
+    c, _ = _run(scene.movie, deferred=deferred)
     assert c.changes == [scene.meta["change_at"]]
 
 
-def test_a_moving_sample_is_not_a_change():
+@pytest.mark.parametrize("deferred", [False, True], ids=["at-once", "deferred"])
+def test_a_moving_sample_is_not_a_change(deferred):
     scene = brownian_scene(frames=FRAMES, size=SIZE, seed=3)
-    c, _ = _run(scene.movie)
+    c, _ = _run(scene.movie, deferred=deferred)
     assert c.changes == []
+
+
+def test_a_deferred_decision_comes_one_frame_later_and_dated_the_same():
+    """On a GPU the detector's statistic reaches the host without stalling the frame: the
+    change is found when the frame after the second one above the threshold arrives."""
+    scene = step_scene(frames=FRAMES, size=SIZE, seed=3)
+    at = scene.meta["change_at"]
+    found = {}
+    for deferred in (False, True):
+        cfg = ModelConfig(lags=(8,), base_channels=4, levels=1, device="cpu", bleach_tiles=0)
+        c = Cascade(cfg, history=8, warmup_steps=0)
+        c.detector.deferred = deferred
+        for t, frame in enumerate(scene.movie):
+            c.infer(torch.from_numpy(frame.astype(np.float32)))
+            if c.changes and deferred not in found:
+                found[deferred] = t
+        assert c.changes == [at]
+    assert found[True] == found[False] + 1
 
 
 def test_after_a_change_no_window_reaches_back_across_it():
