@@ -188,6 +188,16 @@ class Cascade:
         last = pos[:, 0]
         return torch.stack([self.ring.gather(self.features.first + j, last) for j in range(self.features.count)], 1)
 
+    def frame_inputs(self, stage: int, pos: int) -> torch.Tensor:
+        """(1, C, H, W) network input of stage ``stage`` for the frame at ``pos``, as
+        :meth:`stage_inputs` gives it, but as a view into the ring: no index tensor goes to
+        the device (on a GPU, a copy the host would wait for), nothing is copied."""
+        slot = (pos - self.lags[stage]) % self.ring.capacity
+        if stage > 0:
+            return self.ring.data[stage, slot][None, None]
+        first = self.features.first
+        return self.ring.data[first : first + self.features.count, slot][None]
+
     @property
     def warm(self) -> bool:
         """True once the slow stage has trained enough to replace the longest window's statistic."""
@@ -246,12 +256,11 @@ class Cascade:
                    valid: bool) -> StageOutput:
         if self.fine is not None and valid:
             self.fine.update(y, self.features.noise(), self.norm.scale)
-        target = torch.tensor([pos])
         use_net = self.warm and pos >= self.first_target(0) and pos >= self.settle_until
         nets = self.infer_nets or self.nets
         if use_net:
             self.early.skip()
-            inputs = self.stage_inputs(0, target)
+            inputs = self.frame_inputs(0, pos)
             slow = self._run(nets[0], inputs)
             if self.gate is not None:
                 slow = self.gate.apply(inputs[0, nets[0].skip_channel], slow, xw)
@@ -268,7 +277,7 @@ class Cascade:
             for k in range(1, self.stages):
                 self.ring.write(k, pos, r)
                 if use_net and pos >= self.first_target(k) and self.stage_steps[k] > 0:
-                    c = self._run(nets[k], self.stage_inputs(k, target))
+                    c = self._run(nets[k], self.frame_inputs(k, pos))
                 else:
                     c = torch.zeros_like(r)
                 comps.append(c)

@@ -70,7 +70,8 @@ class ChangeDetector:
         positions = torch.arange(first, pos)
         if not bool(ring.valid[ring.slots(positions)].all()) or not bool(ring.valid[pos % ring.capacity]):
             return None
-        ref = temporal_median(ring.gather(0, positions))
+        # the 8 frames before pos as views into the ring (no index tensor to the device)
+        ref = temporal_median(torch.cat(ring.window_chunks(pos - 1, REFERENCE)))
         d2 = (ring.plane(0, pos) - ref).square()
         h, w = d2.shape
         ny, nx = max(1, min(TILES, h // MIN_TILE)), max(1, min(TILES, w // MIN_TILE))

@@ -154,3 +154,14 @@ def test_slack_mode_trains_only_while_no_frame_waits_beyond_its_minimum(noise_st
     for frame in noise_stack[:20]:
         c.infer(torch.from_numpy(frame.astype(np.float32)))
     assert len(trainer.after_frame(slack=lambda: not waiting)) == want
+
+
+@pytest.mark.parametrize("stage", [0, 1])
+def test_a_frames_network_input_is_the_training_input_of_its_position(noise_stack, stage):
+    cfg = ModelConfig(lags=(4, 2), base_channels=4, levels=1, windows=(3, 8))
+    c = Cascade(cfg, history=8, warmup_steps=0, components=True)
+    for frame in noise_stack:
+        out = c.infer(torch.from_numpy(frame.astype(np.float32)))
+    pos = out.position
+    want = c.stage_inputs(stage, torch.tensor([pos]))
+    assert torch.equal(c.frame_inputs(stage, pos), want)
