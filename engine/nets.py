@@ -100,10 +100,12 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
         return torch.bfloat16
     if device.type == "cuda":
         native = torch.cuda.is_bf16_supported()
-    else:
+    elif device.type == "cpu":
         cpu = torch.cpu
         native = any(getattr(cpu, probe, lambda: False)() for probe in
                      ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    else:  # another accelerator: float32, which every backend computes
+        native = False
     return torch.bfloat16 if native else torch.float32
 
 
