@@ -178,7 +178,7 @@ def _profile(size: int, overrides: list[str]) -> dict:
     movie = CyclingMovie(size, 1)
     c = Cascade(cfg.model, cfg.train.history, warmup_steps=0)
     tr = OnlineTrainer(c, cfg.train)
-    frames = [torch.from_numpy(movie[i].astype(np.float32)) for i in range(DISTINCT)]
+    frames = [torch.from_numpy(movie[i].astype(np.float32)).to(c.device) for i in range(DISTINCT)]
     n_fill = max(cfg.model.windows) + 8
     for i in range(n_fill):
         c.infer(frames[i % DISTINCT])
@@ -194,6 +194,8 @@ def _profile(size: int, overrides: list[str]) -> dict:
         samples["infer"].append(time.perf_counter() - t)
         t = time.perf_counter()
         cw.infer(work[i % 4])
+        if cw.device.type == "cuda":
+            torch.cuda.synchronize(cw.device)  # the GPU's work done, not just queued
         samples["work"].append(time.perf_counter() - t)
         t = time.perf_counter()
         tr.step()
@@ -220,6 +222,8 @@ def measure_size(size: int, frames: int, overrides: list[str], live_fps: float |
         if soak:  # the engine's memory over a long run (no file: 2,000 frames of 2048x2048 are 80 GB)
             res["soak"] = _engine_run(CyclingMovie(size, soak), overrides, warm=True, rss_every=max(1, soak // 20))
     res["peak_rss_mib"] = _peak_rss_mib()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        res["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     res["torch_threads"] = torch.get_num_threads()
     return res
 
@@ -266,13 +270,18 @@ def run_speed(sizes: list[int], frames: int, overrides: list[str], live_fps: flo
         "| (b) / median | HDF5 sink alone | (b) / HDF5 | peak RSS |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    gpu = any("peak_gpu_mib" in r for r in results)
+    if gpu:  # a CUDA run: the device's peak memory too
+        lines[-2] += " peak GPU memory |"
+        lines[-1] += " ---: |"
     for r in results:
         a, b = r["a"], r["b"]
         mpx = b["fps"] * r["size"] ** 2 / 1e6
         lines.append(
             f"| {r['size']}² | {a['fps']:.1f} /s | {b['fps']:.1f} /s | {mpx:.1f} | {r['mog2_fps']:.1f} /s | "
             f"{b['fps'] / r['mog2_fps']:.2f} | {r['median_fps']:.1f} /s | {b['fps'] / r['median_fps']:.2f} | "
-            f"{r['hdf5_fps']:.1f} /s | {b['fps'] / r['hdf5_fps']:.2f} | {r['peak_rss_mib'] / 1024:.2f} GiB |")
+            f"{r['hdf5_fps']:.1f} /s | {b['fps'] / r['hdf5_fps']:.2f} | {r['peak_rss_mib'] / 1024:.2f} GiB |"
+            + (f" {r.get('peak_gpu_mib', float('nan')) / 1024:.2f} GiB |" if gpu else ""))
     lines += [
         "",
         "Live (c): the engine with the HDF5 sink, frames arriving at the rate shown (20 frames/s up to 512 px, "
