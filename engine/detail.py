@@ -49,8 +49,8 @@ def bin_frame(x: torch.Tensor, factor: int) -> torch.Tensor:
     if h % factor or w % factor or not x.is_contiguous():
         return F.avg_pool2d(x[None, None], factor, ceil_mode=True, count_include_pad=False)[0, 0]
     # whole blocks: add up each block's rows (whole rows at a time, contiguous), then the
-    # runs of ``factor`` px of the much smaller result (about twice as fast as the pooling
-    # kernel on a CPU)
+    # runs of ``factor`` px of the much smaller result (faster than the pooling kernel on a
+    # CPU)
     rows = x.view(h // factor, factor, w).sum(dim=1)
     return rows.view(h // factor, w // factor, factor).sum(dim=2).mul_(1.0 / (factor * factor))
 
@@ -83,8 +83,8 @@ def upsample(x: torch.Tensor, factor: int, shape: tuple[int, int], add: torch.Te
     Computed along the columns on the small plane first, then the output rows of each
     phase (the ``factor`` rows of a binned row) as two-term sums of those columns, with
     ``add`` and ``mul`` applied to each slab of rows while it is in cache: one pass over
-    the full-resolution planes, several times faster than the interpolation kernel
-    followed by elementwise operations."""
+    the full-resolution planes, faster than the interpolation kernel followed by
+    elementwise operations."""
     h, w = x.shape
     H, W = shape
     if factor == 1:

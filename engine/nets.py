@@ -27,8 +27,7 @@ class LagUNet(nn.Module):
 
     Works on any H, W: inputs are padded up to a multiple of 2**levels and the
     output is cropped back. Weights and activations are kept channels-last (NHWC): the
-    convolution kernels torch uses on a CPU run faster that way (training steps about a
-    quarter faster at the default size), and so do cuDNN's.
+    convolution kernels torch uses on a CPU run faster that way, and so do cuDNN's.
     """
 
     def __init__(self, in_channels: int = 1, base: int = 16, levels: int = 2, skip_channel: int | None = None) -> None:

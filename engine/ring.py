@@ -130,10 +130,10 @@ def sort_over_time(stack: torch.Tensor) -> torch.Tensor:
 
     On a CPU, up to :data:`NETWORK_MAX` frames go through a sorting network (Batcher's
     odd-even merge sort): whole planes compared and swapped with elementwise min / max,
-    about ten times faster than ``torch.sort`` at 8 and 32 frames of 128 x 128 px, which
-    sorts each pixel's few values on its own. Elsewhere (longer stacks, a GPU, where one
-    sort kernel beats hundreds of small ones) the sort runs on a copy with time as the
-    contiguous axis, 2-3x faster on a CPU than sorting along the strided dim 0."""
+    much faster than ``torch.sort``, which sorts each pixel's few values on its own.
+    Elsewhere (longer stacks, a GPU, where one sort kernel beats hundreds of small ones)
+    the sort runs on a copy with time as the contiguous axis, faster on a CPU than
+    sorting along the strided dim 0."""
     n = stack.shape[0]
     if stack.device.type == "cpu" and 1 < n <= NETWORK_MAX:
         return _network_sort(stack)
