@@ -60,7 +60,7 @@ class OnlineTrainer:
         self.cfg = cfg
         self.opts = [torch.optim.Adam(n.parameters(), lr=cfg.lr, fused=True) for n in cascade.nets]
         # Inference reads an exponential average of the trained weights: one step's noise
-        # (a batch of 8 noisy crops) is averaged out instead of landing in the output.
+        # (a batch of a few noisy crops) is averaged out instead of landing in the output.
         if cfg.ema > 0:
             cascade.infer_nets = [copy.deepcopy(n).eval() for n in cascade.nets]
         self.gen = torch.Generator().manual_seed(cascade.cfg.seed + 1)
