@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from lagsplit.cli import app
 from lagsplit.config import ConfigError, load_config, render_default_toml
 from lagsplit.demo import DEMO_DEFAULTS
+from lagsplit.engine.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,7 +24,7 @@ def test_precedence_defaults_file_environment_command_line(tmp_path):
     assert cfg.train.lr == 0.002  # environment beats file
     assert cfg.train.steps_per_frame == 5  # command line beats environment
     assert cfg.model.lags == (16, 2)
-    assert cfg.train.batch == 8  # default
+    assert cfg.train.batch == TrainConfig().batch  # default
 
 
 @pytest.mark.parametrize(
