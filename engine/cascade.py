@@ -25,7 +25,7 @@ from .config import ModelConfig
 from .detail import FineDetail, bin_factor, bin_frame, upsample
 from .features import TemporalFeatures
 from .level import LevelMatch
-from .nets import LagUNet, computing_in, resolve_precision
+from .nets import LagUNet, predict, resolve_precision
 from .ring import Ring
 from .warmup import WarmupChoice
 
@@ -166,6 +166,7 @@ class Cascade:
         self.shape: tuple[int, int] | None = None  # the frames' (H, W), set by the first frame
         self.fine: FineDetail | None = None  # full-resolution detail when frames are binned
         self._pinned_in: torch.Tensor | None = None  # host staging buffer of a CUDA run
+        self._copied: torch.cuda.Event | None = None  # recorded after the last copy out of it
         self.bleach = BleachGain(cfg.bleach_tiles)
         self.level = LevelMatch(cfg.level_tiles, cfg.level_alpha)
         self._gain: torch.Tensor | None = None  # the last frame's fading on the working grid
@@ -288,8 +289,7 @@ class Cascade:
 
     def _run(self, net: LagUNet, inputs: torch.Tensor) -> torch.Tensor:
         """One network on one frame's inputs (1, C, H, W), in ``self.precision`` -> (H, W) float32."""
-        with computing_in(self.precision, inputs.device):
-            return net(inputs)[0, 0].float()
+        return predict(net, inputs, self.precision)[0, 0]
 
     def _slow_in_adu(self, slow: torch.Tensor, gain: torch.Tensor | None) -> torch.Tensor:
         """Slow at the frames' resolution in ADU, the fading multiplied back in. With the
@@ -338,9 +338,16 @@ class Cascade:
             return torch.from_numpy(arr.astype(np.float32, copy=False)), valid
         if self._pinned_in is None or tuple(self._pinned_in.shape) != arr.shape:
             self._pinned_in = torch.empty(arr.shape, dtype=torch.float32, pin_memory=True)
-        # the previous frame's copy is done: to_adu read its results back to the host
+        elif self._copied is not None:
+            # the buffer is refilled only once the previous frame's copy out of it is done:
+            # long done when that frame's results were read back (the engine), not when
+            # frames are uploaded back to back (a resume priming the ring)
+            self._copied.synchronize()
         np.copyto(self._pinned_in.numpy(), arr, casting="unsafe")
-        return self._pinned_in.to(self.device, non_blocking=True), valid
+        frame = self._pinned_in.to(self.device, non_blocking=True)
+        self._copied = torch.cuda.Event()
+        self._copied.record()
+        return frame, valid
 
     def to_adu(self, out: StageOutput, raw: np.ndarray, components: bool) -> tuple:
         """Denormalise to the input's units: (slow, fast, components dict | None, residual | None).

@@ -83,3 +83,16 @@ def test_auto_precision_is_bfloat16_on_a_gpu_that_computes_it():
 
     want = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     assert resolve_precision("auto", torch.device("cuda")) == want
+
+
+def test_frames_uploaded_back_to_back_each_arrive_whole():
+    """A resume primes the ring with uploads and no read-back in between: the pinned buffer
+    is refilled only once the copy out of it is done."""
+    from lagsplit.engine.cascade import Cascade
+
+    c = Cascade(ModelConfig(lags=(4,), base_channels=4, levels=1, windows=(8,), device="cuda"), history=8,
+                warmup_steps=0)
+    frames = [np.full((1024, 1024), k, dtype=np.uint16) for k in range(8)]
+    uploaded = [c.upload(f)[0] for f in frames]
+    for k, x in enumerate(uploaded):
+        assert float(x.min()) == float(x.max()) == k
