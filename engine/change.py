@@ -108,7 +108,7 @@ class ChangeDetector:
         if stat is None:
             return
         if stat.device.type != "cuda":
-            self._in_flight = (pos, stat.clone(), None)
+            self._in_flight = (pos, stat, None)
             return
         host = torch.empty(stat.shape, dtype=stat.dtype, pin_memory=True)
         host.copy_(stat, non_blocking=True)

@@ -108,11 +108,12 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if native else torch.float32
 
 
-def computing_in(dtype: torch.dtype, device: torch.device) -> contextlib.AbstractContextManager:
-    """The context a network runs in to compute in ``dtype`` (autocast for bfloat16)."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+def predict(net: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``net(x)`` with its convolutions computed in ``dtype`` (autocast for bfloat16; the
+    model resolves it from ``model.precision``), as float32: inference and training alike."""
+    context = contextlib.nullcontext() if dtype == torch.float32 else torch.autocast(x.device.type, dtype=dtype)
+    with context:
+        return net(x).float()
 
 
 def precision_label(name: str, device: str) -> str:

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from .cascade import Cascade
 from .config import TrainConfig
-from .nets import computing_in
+from .nets import predict
 
 log = logging.getLogger("lagsplit.trainer")
 RECENT_LOSSES = 32  # accepted losses per stage whose median a diverging loss is compared with
@@ -288,10 +288,8 @@ class OnlineTrainer:
         return float(loss.detach())
 
     def _forward(self, net, xb: torch.Tensor) -> torch.Tensor:
-        """The network's prediction for a training batch, computed in the cascade's
-        precision (``model.precision``), as float32."""
-        with computing_in(self.cascade.precision, xb.device):
-            return net(xb).float()
+        """The network's prediction for a training batch, in the cascade's precision."""
+        return predict(net, xb, self.cascade.precision)
 
     # ---- divergence ---------------------------------------------------------------------------
     def _exploded(self, stage: int, loss: float) -> bool:
