@@ -42,6 +42,7 @@ class StepResult:
     losses: list[float] = field(default_factory=list)
 
 
+
 class OnlineTrainer:
     """Fine-tunes the cascade's networks on random crops of pairs from the ring.
 
@@ -63,6 +64,12 @@ class OnlineTrainer:
         # (a batch of a few noisy crops) is averaged out instead of landing in the output.
         if cfg.ema > 0:
             cascade.infer_nets = [copy.deepcopy(n).eval() for n in cascade.nets]
+        for net in cascade.nets:
+            net.train()  # once: the U-Net has no layer that behaves otherwise in eval mode
+        # each stage's parameters (the networks are never replaced: weights load in place),
+        # and those of their averages: listed once, not on every step
+        self._params = [list(n.parameters()) for n in cascade.nets]
+        self._avg_params = [list(n.parameters()) for n in cascade.infer_nets] if cascade.infer_nets else None
         self.gen = torch.Generator().manual_seed(cascade.cfg.seed + 1)
         self.version = 0  # steps completed; every output row records it
         self.skipped = 0  # steps skipped for a non-finite loss or gradient, or a divergence
@@ -257,7 +264,6 @@ class OnlineTrainer:
         # L1 for slow: it learns the conditional median, which leaves out spots that
         # occupy a pixel part of the time
         loss_fn = F.l1_loss if stage == 0 else _LOSSES[self.cfg.fast_loss]
-        net.train()
         loss = loss_fn(self._forward(net, xb), yb)
         if not torch.isfinite(loss) or self._exploded(stage, float(loss.detach())):
             verdict = self._diverged(stage, net, loss_fn, xb, yb, float(loss.detach()))
@@ -273,13 +279,16 @@ class OnlineTrainer:
         self._recent[stage].append(float(loss.detach()))
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(net.parameters(), self.cfg.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(self._params[stage], self.cfg.grad_clip)
         if not torch.isfinite(norm):
             self.skipped += 1
             opt.zero_grad(set_to_none=True)
             return None
         if self.cfg.diverge_ratio > 0:
-            self._before[stage] = [p.detach().clone() for p in net.parameters()]
+            if self._before[stage] is None:
+                self._before[stage] = [torch.empty_like(p, requires_grad=False) for p in self._params[stage]]
+            with torch.no_grad():
+                torch._foreach_copy_(self._before[stage], self._params[stage])
             self._unconfirmed[stage] = True
         opt.step()
         if self.cfg.diverge_ratio <= 0:
@@ -307,8 +316,9 @@ class OnlineTrainer:
         if before is None or not self._unconfirmed[stage]:
             return None
         with torch.no_grad():
-            now = [p.detach().clone() for p in net.parameters()]
-            torch._foreach_copy_(list(net.parameters()), before)
+            params = self._params[stage]
+            now = [p.detach().clone() for p in params]
+            torch._foreach_copy_(params, before)
             was = float(loss_fn(self._forward(net, xb), yb))
         recent = self._recent[stage]
         if np.isfinite(was) and not self._exploded(stage, was):
@@ -322,7 +332,7 @@ class OnlineTrainer:
                             "" if self.diverged < DIVERGED_LOGGED else " (further divergences are counted, not logged)")
             return "diverged"
         with torch.no_grad():
-            torch._foreach_copy_(list(net.parameters()), now)  # the data changed: keep the newest weights
+            torch._foreach_copy_(params, now)  # the data changed: keep the newest weights
         recent.clear()
         return "data changed"
 
@@ -334,7 +344,6 @@ class OnlineTrainer:
             self._unconfirmed[stage] = False
 
     def _average(self, stage: int, net) -> None:
-        if self.cascade.infer_nets is not None:
+        if self._avg_params is not None:
             with torch.no_grad():
-                avg = list(self.cascade.infer_nets[stage].parameters())
-                torch._foreach_lerp_(avg, list(net.parameters()), 1.0 - self.cfg.ema)
+                torch._foreach_lerp_(self._avg_params[stage], self._params[stage], 1.0 - self.cfg.ema)
