@@ -119,9 +119,9 @@ class TrainConfig(Settings):
     """Training steps of the slow stage before the network's slow replaces the longest
     window's statistic. Until then slack mode takes at least one step per frame, so warm-up
     ends within about this many frames after the longest lag, whatever the load."""
-    batch: int = Field(6, ge=1, le=256)
+    batch: int = Field(8, ge=1, le=256)
     """Training pairs per step."""
-    crop: int = Field(64, ge=8, le=4096)
+    crop: int = Field(48, ge=8, le=4096)
     """Side in pixels of the random training crops (whole frame when smaller)."""
     history: int = Field(64, ge=1, le=4096)
     """Frames kept in the ring beyond the longest lag; training targets are drawn from them."""

@@ -65,7 +65,7 @@ class LagUNet(nn.Module):
         skips = []
         for block in self.down:
             x = block(x)
-            skips.append(_DenseGrad.apply(x))
+            skips.append(_DenseGrad.apply(x) if x.requires_grad else x)
             x = F.avg_pool2d(x, 2)
         x = self.bottom(x)
         for up, merge, skip in zip(self.up, self.merge, reversed(skips)):
