@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import h5py
 import numpy as np
@@ -24,6 +23,17 @@ from lagsplit.napari.widget import text_overlay  # noqa: E402 - needs Qt, checke
 
 pytestmark = [pytest.mark.gui, pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+
+@pytest.fixture(autouse=True)
+def _pool_threads_end():
+    """Qt keeps a pool thread that ran a worker idle for half a minute: end them with the
+    test, so that a later test in this process (the soak test counts the process's threads
+    and open files) sees none of them come and go."""
+    yield
+    from qtpy.QtCore import QThreadPool
+
+    assert QThreadPool.globalInstance().waitForDone(10_000)
 
 
 def _replay(stack, out, fps: float) -> subprocess.Popen:
@@ -49,8 +59,9 @@ def test_the_widget_follows_a_run_another_process_writes_to_its_last_frame(qtbot
     proc = _replay(stack, out, fps=10)
     viewer, widget = _widget(qtbot)
     seen: list[tuple[int, int, bool]] = []  # (rows held, row on screen, writer still running)
+    live = widget.follow(out)
+    worker = live.worker
     try:
-        live = widget.follow(out)
         live.on_update = lambda upd, _show=live.on_update: (
             _show(upd), seen.append((live.rows, live.current_row() or 0, proc.poll() is None)))
         qtbot.waitUntil(lambda: live.rows >= 3, timeout=60_000)
@@ -79,6 +90,7 @@ def test_the_widget_follows_a_run_another_process_writes_to_its_last_frame(qtbot
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    assert not worker.is_running  # stop() ended the reading thread
     growing = sorted({rows for rows, _, running in seen if running and rows})
     assert len(growing) >= 3, f"frames must arrive while the run writes, seen {seen}"
     assert all(row == rows - 1 for rows, row, _ in seen[-3:])  # the newest frame is on screen
@@ -89,8 +101,9 @@ def test_the_layers_hold_only_the_last_keep_frames(qtbot, tmp_path):
 
     out = write_run(tmp_path, gaps=False)
     viewer, widget = _widget(qtbot, keep=8)
+    live = widget.follow(out)
+    worker = live.worker
     try:
-        live = widget.follow(out)
         qtbot.waitUntil(lambda: live.rows == 8 and live.last is not None, timeout=90_000)
         with h5py.File(out, "r") as f:
             n = len(f["frames/index"])
@@ -100,4 +113,4 @@ def test_the_layers_hold_only_the_last_keep_frames(qtbot, tmp_path):
         assert text_overlay(viewer).text.startswith(f"frame {n - 1} ")
     finally:
         widget.stop()
-        time.sleep(0.1)
+    assert not worker.is_running
