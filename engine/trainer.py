@@ -42,7 +42,6 @@ class StepResult:
     losses: list[float] = field(default_factory=list)
 
 
-
 class OnlineTrainer:
     """Fine-tunes the cascade's networks on random crops of pairs from the ring.
 
