@@ -436,7 +436,9 @@ def test_shipped_levers_parse_and_every_lever_is_a_setting_that_exists():
 
     levers = load_levers(ROOT / "configs" / "levers.toml")
     assert len(levers) >= 5 and len({lv.name for lv in levers}) == len(levers)
-    for lever in levers:
+    at_512 = load_levers(ROOT / "configs" / "levers512.toml")
+    assert at_512 and len({lv.name for lv in at_512}) == len(at_512)
+    for lever in [*levers, *at_512]:
         cfg = load_config(overrides=list(lever.sets), env={})  # every override is a valid setting
         assert cfg != load_config(env={}), f"lever {lever.name!r} changes nothing"
         assert lever.description and set(lever.scenes) <= set(SCENES)
@@ -491,16 +493,48 @@ def test_bench_quality_levers_runs_each_lever_beside_the_default(tmp_path):
                       'set = ["model.settle=48"]\nscenes = ["step"]\n')
     report = tmp_path / "B.md"
     res = CliRunner().invoke(app, ["bench", "quality", "--levers", "--levers-file", str(levers), "--quick",
-                                   "--frames", "30", "--size", "32", "--scenes", "filaments", "--report", str(report)])
+                                   "--frames", "30", "--scenes", "filaments", "--report", str(report)])
     assert res.exit_code == 0, res.output
     text = report.read_text()
-    assert "<!-- levers:start -->" in text and START not in text
+    assert "<!-- levers:start -->" in text and START not in text and "## Levers\n" in text
     row = {r.split("|")[1].strip(): r.split("|") for r in text.splitlines() if r.startswith("| ")}
     default, off = float(row[DEFAULT][3]), float(row["no network"][3].split()[0])
     assert 0 < default < 5 and 0 < off < 5
     delta = float(row["no network"][3].split("(")[1].rstrip(") "))
     assert abs(delta - (off - default)) <= 0.0015  # the difference of the unrounded errors, rounded
     assert "Not run (none of the chosen scenes): elsewhere" in text
+
+
+def test_levers_at_another_size_run_the_scaled_scenes_into_their_own_section(tmp_path, monkeypatch):
+    from lagsplit.adapters.scenes import scene_knobs
+    from lagsplit.bench import levers as levers_module
+
+    played = []
+    real = levers_module.bench_scene
+
+    def noted(name, frames, size, seed, scaled=False):
+        played.append((name, scaled))
+        return real(name, frames, size, seed, scaled)
+
+    monkeypatch.setattr(levers_module, "bench_scene", noted)
+
+    levers = tmp_path / "levers.toml"
+    levers.write_text('scenes = ["filaments"]\n[[lever]]\nname = "full resolution"\ndescription = "no binning"\n'
+                      'set = ["model.work_size=0"]\n')
+    report = tmp_path / "B.md"
+    report.write_text("# Benchmarks\n\n<!-- levers:start -->\nthe 128 px levers\n<!-- levers:end -->\n")
+    res = CliRunner().invoke(app, ["bench", "quality", "--levers", "--levers-file", str(levers), "--quick",
+                                   "--frames", "30", "--size", "48", "--report", str(report)])
+    assert res.exit_code == 0, res.output
+    text = report.read_text()
+    assert played == [("filaments", True)]  # the scene with its counts scaled to the size
+    assert "the 128 px levers" in text  # the 128 px section stays
+    section = text.split("<!-- levers48:start -->")[1].split("<!-- levers48:end -->")[0]
+    assert "## Levers at 48x48 px" in section and "--size 48" in section
+    knobs = scene_knobs("filaments", 48)
+    assert knobs and all(f"{k}={v}" in section for k, v in knobs.items())  # the scene as crowded as at 128 px
+    row = {r.split("|")[1].strip(): r.split("|") for r in section.splitlines() if r.startswith("| ")}
+    assert 0 < float(row["full resolution"][3].split()[0]) < 5
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """What ``lagsplit bench quality`` does: run the scenes (and the real recordings), print
 the table, and rewrite the quality section of the report (at a ``--size`` other than 128,
 that size's own section, ``quality<size>``); with ``--levers``, run the levers instead and
-rewrite the levers section."""
+rewrite the levers section (``levers<size>`` at another size)."""
 from __future__ import annotations
 
 import shlex
@@ -46,13 +46,13 @@ def bench_quality_command(*, quick: bool, out_dir: Path, scenes: list[str] | Non
         chosen = load_levers(levers)
         lrun = run_levers(chosen, scenes, frames=frames, size=size, seed=seed, steps=steps, quick=quick,
                           overrides=overrides, init=init, log=console.print)
-        lrun.command = _command_line(quick, True)
+        lrun.command = _command_line(quick, True, size)
         lrun.source = Path(levers).as_posix()
         text = levers_markdown(lrun)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_levers(path, text)
+        write_levers(path, text, lrun.section)
         out.print(text, soft_wrap=True, markup=False, highlight=False)
-        console.print(f"wrote the levers section of {path}")
+        console.print(f"wrote the {lrun.section} section of {path}")
         return path
     run = run_quality(scenes, frames=frames, size=size, seed=seed, steps=steps, quick=quick, out_dir=out_dir,
                       overrides=overrides, init=init, log=console.print)

@@ -21,13 +21,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lagsplit.adapters.scenes import SCENES, make_scene
+from lagsplit.adapters.scenes import REFERENCE_SIZE, SCENES, scene_knobs
 from lagsplit.engine.nets import precision_label
 
 from ..config import ConfigError, merge_settings, parse_overrides
 from ..metrics import nrmse
 from .engine_method import bench_config, run_engine
-from .quality import lagsplit_overrides
+from .quality import bench_scene, lagsplit_overrides
 
 LEVERS_FILE = Path("configs/levers.toml")
 """Where ``--levers`` looks for the levers unless told otherwise (relative to the working folder)."""
@@ -130,6 +130,8 @@ class LeversRun:
     quick: bool = False
     source: str = ""  # the levers file
     skipped: list[str] = field(default_factory=list)  # levers with none of the chosen scenes
+    section: str = "levers"  # the BENCHMARKS.md section: ``levers`` at 128 px, else ``levers<size>``
+    knobs: dict[str, dict] = field(default_factory=dict)  # scene -> counts scaled to the size (other sizes)
 
 
 def run_levers(levers: Sequence[Lever], scenes: Sequence[str] | None = None, frames: int = 300, size: int = 128,
@@ -137,7 +139,12 @@ def run_levers(levers: Sequence[Lever], scenes: Sequence[str] | None = None, fra
                init: str | None = None, log: Callable[[str], None] = print) -> LeversRun:
     """Every lever on each of its scenes (only those in ``scenes`` when given), and the
     default configuration on every scene a lever runs on. ``overrides`` (``--set``) apply to
-    the default and under every lever. ``quick``: small movies (for tests)."""
+    the default and under every lever. ``quick``: small movies (for tests). At a ``size``
+    other than 128 px the scenes are as crowded as at 128 px (their counts scaled, as the
+    quality table at that size has them), and the run belongs in its own section,
+    ``levers<size>``."""
+    scaled = size != REFERENCE_SIZE
+    section = f"levers{size}" if scaled else "levers"
     if quick:
         frames, size = min(frames, 60), min(size, 48)
     base = overrides or {}
@@ -148,7 +155,7 @@ def run_levers(levers: Sequence[Lever], scenes: Sequence[str] | None = None, fra
     t0 = time.perf_counter()
     scores: dict[str, dict[str, LeverScore]] = {DEFAULT: {}}
     for name in names:
-        scene = make_scene(name, frames=frames, size=size, seed=seed)
+        scene = bench_scene(name, frames, size, seed, scaled)
         log(f"scene {name} ({frames} frames of {size}x{size})")
         for label, extra in [(DEFAULT, base), *[(lv.name, merge_settings(base, lv.overrides))
                                                  for lv in chosen if name in lv.scenes]]:
@@ -162,6 +169,7 @@ def run_levers(levers: Sequence[Lever], scenes: Sequence[str] | None = None, fra
                f"width {m.base_channels}, warm-up {tr.warmup_steps} steps, learning rate {tr.lr:g}, "
                f"networks in {precision_label(m.precision, m.device)}, {m.threads} torch thread(s)"
                + (f", from weights {init}" if init else ""))
+    knobs = {name: scene_knobs(name, size) for name in names} if scaled else {}
     return LeversRun(list(chosen), names, scores, frames, size, seed, first, setting, time.perf_counter() - t0,
-                     quick=quick, skipped=skipped)
+                     quick=quick, skipped=skipped, section=section, knobs=knobs)
 

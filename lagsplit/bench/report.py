@@ -419,10 +419,17 @@ def levers_markdown(run: LeversRun) -> str:
     """The levers section: each lever's slow NRMSE per scene beside the default's, all
     measured in ``run``; every number and verdict is computed here from ``run``."""
     cmd = run.command or "lagsplit bench quality --levers"
-    lines = ["## Levers", "", f"Command: `{cmd}`  ", f"Machine: {machine()}  ",
+    title = "## Levers" if run.section == LEVERS_SECTION else f"## Levers at {run.size}x{run.size} px"
+    crowded = ""
+    if run.knobs:
+        counts = "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in knobs.items())
+                           for name, knobs in run.knobs.items() if knobs)
+        crowded = (" The scenes are as crowded as the 128x128 px ones (counts scaled to the size"
+                   + (f": {counts}" if counts else "") + ").")
+    lines = [title, "", f"Command: `{cmd}`  ", f"Machine: {machine()}  ",
              f"Total time: {run.seconds / 60:.1f} min." + (f" Levers: `{run.source}`." if run.source else ""), "",
              f"Slow NRMSE (lower is better) on frames {run.first}-{run.frames - 1} of the {run.frames}-frame "
-             f"{run.size}x{run.size} px scenes (seed {run.seed}), lagsplit through the engine in fixed mode. "
+             f"{run.size}x{run.size} px scenes (seed {run.seed}), lagsplit through the engine in fixed mode.{crowded} "
              f"The default row is the benchmark's configuration ({run.setting}); each lever changes only the "
              "settings in its row, and its cells give its slow NRMSE and, in brackets, the difference from the "
              "default on the same scene in this run. s/scene: mean seconds of one engine run.", ""]
@@ -449,6 +456,7 @@ def _mean_seconds(scores: dict) -> float:
     return float(np.mean([s.seconds for s in scores.values()])) if scores else float("nan")
 
 
-def write_levers(path: Path, section: str) -> Path:
-    """Replace the levers section of ``path`` (or append it); everything else stays."""
-    return update_section(LEVERS_SECTION, section, path)
+def write_levers(path: Path, section: str, name: str = LEVERS_SECTION) -> Path:
+    """Replace the levers section ``name`` of ``path`` (``levers``, or a size's
+    ``levers<N>``) with ``section`` (or append it); everything else stays."""
+    return update_section(name, section, path)
