@@ -74,9 +74,10 @@ class OnlineTrainer:
         self.skipped = 0  # steps skipped for a non-finite loss or gradient, or a divergence
         self.diverged = 0  # of those, steps whose previous step had made the loss explode
         # divergence (cfg.diverge_ratio): per stage, the losses of recent accepted steps, the
-        # weights before the last step taken, and whether that step awaits confirmation
+        # weights before the last step taken (buffers kept for them), and whether that step
+        # awaits confirmation
         self._recent: list[deque[float]] = [deque(maxlen=RECENT_LOSSES) for _ in cascade.lags]
-        self._before: list[list[torch.Tensor] | None] = [None] * len(cascade.lags)
+        self._before = [[torch.empty_like(p) for p in params] for params in self._params]
         self._unconfirmed = [False] * len(cascade.lags)
         self.last_loss = [math.nan] * len(cascade.lags)
         self._rotate = 0
@@ -274,7 +275,7 @@ class OnlineTrainer:
                 self.skipped += 1
                 opt.zero_grad(set_to_none=True)
                 return None
-        self._confirm(stage, net)
+        self._confirm(stage)
         self._recent[stage].append(float(loss.detach()))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -284,14 +285,12 @@ class OnlineTrainer:
             opt.zero_grad(set_to_none=True)
             return None
         if self.cfg.diverge_ratio > 0:
-            if self._before[stage] is None:
-                self._before[stage] = [torch.empty_like(p, requires_grad=False) for p in self._params[stage]]
             with torch.no_grad():
                 torch._foreach_copy_(self._before[stage], self._params[stage])
             self._unconfirmed[stage] = True
         opt.step()
         if self.cfg.diverge_ratio <= 0:
-            self._average(stage, net)  # no confirmation asked for: averaged at once
+            self._average(stage)  # no confirmation asked for: averaged at once
         self.cascade.stage_steps[stage] += 1
         return float(loss.detach())
 
@@ -311,13 +310,12 @@ class OnlineTrainer:
         step is skipped and counted ("diverged"). If they do as badly, the data changed (a
         sudden change): the recent losses start afresh and training goes on ("data changed").
         None when there is no step to blame."""
-        before = self._before[stage]
-        if before is None or not self._unconfirmed[stage]:
+        if not self._unconfirmed[stage]:
             return None
         with torch.no_grad():
             params = self._params[stage]
             now = [p.detach().clone() for p in params]
-            torch._foreach_copy_(params, before)
+            torch._foreach_copy_(params, self._before[stage])
             was = float(loss_fn(self._forward(net, xb), yb))
         recent = self._recent[stage]
         if np.isfinite(was) and not self._exploded(stage, was):
@@ -335,14 +333,14 @@ class OnlineTrainer:
         recent.clear()
         return "data changed"
 
-    def _confirm(self, stage: int, net) -> None:
+    def _confirm(self, stage: int) -> None:
         """This step's loss is in line with the recent ones: the previous step's weights are
         good, and only now enter the average inference reads."""
         if self._unconfirmed[stage]:
-            self._average(stage, net)
+            self._average(stage)
             self._unconfirmed[stage] = False
 
-    def _average(self, stage: int, net) -> None:
+    def _average(self, stage: int) -> None:
         if self._avg_params is not None:
             with torch.no_grad():
                 torch._foreach_lerp_(self._avg_params[stage], self._params[stage], 1.0 - self.cfg.ema)
