@@ -27,7 +27,7 @@ from lagsplit.engine.nets import precision_label
 from ..config import ConfigError, merge_settings, parse_overrides
 from ..metrics import nrmse
 from .engine_method import bench_config, run_engine
-from .quality import bench_scene, lagsplit_overrides
+from .quality import bench_scene, lagsplit_overrides, section_name
 
 LEVERS_FILE = Path("configs/levers.toml")
 """Where ``--levers`` looks for the levers unless told otherwise (relative to the working folder)."""
@@ -144,7 +144,7 @@ def run_levers(levers: Sequence[Lever], scenes: Sequence[str] | None = None, fra
     quality table at that size has them), and the run belongs in its own section,
     ``levers<size>``."""
     scaled = size != REFERENCE_SIZE
-    section = f"levers{size}" if scaled else "levers"
+    section = section_name(size, "levers")
     if quick:
         frames, size = min(frames, 60), min(size, 48)
     base = overrides or {}

@@ -56,9 +56,10 @@ is a 300 x 262,144 matrix, about 16 times the work and memory of a 128 px scene)
 SPOT_RECENT = 32  # frames: a pixel a spot covered within this many frames counts as visited
 
 
-def section_name(size: int) -> str:
-    """The BENCHMARKS.md section a run at ``size`` px writes: ``quality`` at 128, else ``quality<size>``."""
-    return "quality" if size == REFERENCE_SIZE else f"quality{size}"
+def section_name(size: int, kind: str = "quality") -> str:
+    """The BENCHMARKS.md section a run of ``kind`` (the quality table, or the ``levers``) at
+    ``size`` px writes: ``<kind>`` at 128, else ``<kind><size>``."""
+    return kind if size == REFERENCE_SIZE else f"{kind}{size}"
 
 
 @dataclass

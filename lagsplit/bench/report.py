@@ -250,13 +250,19 @@ def f1_note(run: QualityRun) -> str:
     return text
 
 
+def _crowding(size: int, knobs: dict[str, dict]) -> str:
+    """The sentence saying how the scenes (name -> their counts other than the defaults)
+    were scaled to ``size`` px."""
+    scenes = ", ".join(f"{name} ({', '.join(f'{k}={v}' for k, v in kn.items())})" if kn else name
+                       for name, kn in knobs.items())
+    return (f"The scenes at {size}x{size} px are as crowded as the 128x128 px ones of the quality table "
+            f"(spot counts scaled with the area, filament counts with the side): {scenes}.")
+
+
 def _sized_note(run: QualityRun) -> str:
     """What a run at a size other than 128 px changes: the scenes' counts, lagsplit's binning."""
     s0 = run.scenes[0]
-    scenes = ", ".join(f"{r.name} ({', '.join(f'{k}={v}' for k, v in r.knobs.items())})" if r.knobs else r.name
-                       for r in run.scenes)
-    text = (f"The scenes at {s0.size}x{s0.size} px are as crowded as the 128x128 px ones of the quality table "
-            f"(spot counts scaled with the area, filament counts with the side): {scenes}. ")
+    text = _crowding(s0.size, {r.name: r.knobs for r in run.scenes}) + " "
     if run.binning > 1:
         text += (f"lagsplit runs the default model, whose slow stage works on frames binned {run.binning}x"
                  f"{run.binning} to at most model.work_size = {run.work_size} px a side, slow's fine detail "
@@ -420,12 +426,7 @@ def levers_markdown(run: LeversRun) -> str:
     measured in ``run``; every number and verdict is computed here from ``run``."""
     cmd = run.command or "lagsplit bench quality --levers"
     title = "## Levers" if run.section == LEVERS_SECTION else f"## Levers at {run.size}x{run.size} px"
-    crowded = ""
-    if run.knobs:
-        counts = "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in knobs.items())
-                           for name, knobs in run.knobs.items() if knobs)
-        crowded = (" The scenes are as crowded as the 128x128 px ones (counts scaled to the size"
-                   + (f": {counts}" if counts else "") + ").")
+    crowded = " " + _crowding(run.size, run.knobs) if run.knobs else ""
     lines = [title, "", f"Command: `{cmd}`  ", f"Machine: {machine()}  ",
              f"Total time: {run.seconds / 60:.1f} min." + (f" Levers: `{run.source}`." if run.source else ""), "",
              f"Slow NRMSE (lower is better) on frames {run.first}-{run.frames - 1} of the {run.frames}-frame "
