@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,6 +172,11 @@ class Cascade:
         self.bleach = BleachGain(cfg.bleach_tiles)
         self.level = LevelMatch(cfg.level_tiles, cfg.level_alpha)
         self._gain: torch.Tensor | None = None  # the last frame's fading on the working grid
+        # seconds the last frame spent on the shorter-lag stages (their networks, and their
+        # planes brought to the frames' resolution and units), read with ``clock``: the
+        # engine's measure of what shedding them saves (engine/shedding.py)
+        self.clock: Callable[[], float] = time.perf_counter
+        self.stage_seconds = 0.0
 
     # ---- geometry ---------------------------------------------------------------------------
     def input_positions(self, stage: int, targets: torch.Tensor) -> torch.Tensor:
@@ -213,15 +220,18 @@ class Cascade:
         self.fine = FineDetail(self.factor, max(self.cfg.windows)) if self.factor > 1 else None
 
     @torch.no_grad()
-    def infer(self, frame: torch.Tensor, valid: bool = True) -> StageOutput:
+    def infer(self, frame: torch.Tensor, valid: bool = True, stages: bool = True) -> StageOutput:
         """Push one (H, W) frame in ADU (float32, on the device) and decompose it.
+        ``stages`` False skips the shorter-lag networks for this frame (the engine sheds
+        them to hold its latency bound): their components are zero, and the ring gets
+        the residuals as before those networks had trained.
 
         The lock is held only while the ring changes (the frame, its statistics, a new
         segment; with the components, their residuals): a training thread samples under
         it, and trains while the slow network runs here, since only this thread writes."""
         with self.lock:
             pos, xw, y, gain_full = self._push(frame, valid)
-        return self._decompose(pos, xw, y, gain_full, valid)
+        return self._decompose(pos, xw, y, gain_full, valid, stages)
 
     def _push(self, frame: torch.Tensor, valid: bool) -> tuple:
         if self.ring.data is None:
@@ -254,7 +264,7 @@ class Cascade:
         return pos, xw, y, gain_full
 
     def _decompose(self, pos: int, xw: torch.Tensor, y: torch.Tensor | None, gain_full: torch.Tensor | None,
-                   valid: bool) -> StageOutput:
+                   valid: bool, stages: bool = True) -> StageOutput:
         if self.fine is not None and valid:
             self.fine.update(y, self.features.noise(), self.norm.scale)
         use_net = self.warm and pos >= self.first_target(0) and pos >= self.settle_until
@@ -274,17 +284,21 @@ class Cascade:
             slow = slow + shift
         comps = [slow]
         r = xw - slow
+        t0 = self.clock()
         with self.lock if self.stages > 1 else contextlib.nullcontext():  # the residuals go into the ring
             for k in range(1, self.stages):
                 self.ring.write(k, pos, r)
-                if use_net and pos >= self.first_target(k) and self.stage_steps[k] > 0:
+                if stages and use_net and pos >= self.first_target(k) and self.stage_steps[k] > 0:
                     c = self._run(nets[k], self.frame_inputs(k, pos))
                 else:
                     c = torch.zeros_like(r)
                 comps.append(c)
                 r = r - c
+        t1 = self.clock()
         slow_full = self._slow_in_adu(slow, gain_full)
+        t2 = self.clock()
         comps_full = [slow_full, *(self._up(c) for c in comps[1:])] if self.stages > 1 else []
+        self.stage_seconds = (t1 - t0) + (self.clock() - t2)
         return StageOutput(pos, slow_full, comps_full, None, warmup=not use_net, gain=gain_full)
 
     def _run(self, net: LagUNet, inputs: torch.Tensor) -> torch.Tensor:
@@ -360,10 +374,12 @@ class Cascade:
         fast = np.subtract(raw, slow, dtype=np.float32)  # raw converted as it is read: one pass
         if not components or not out.components:
             return slow, fast, None, None
+        t0 = self.clock()
         rawf = raw.astype(np.float32, copy=False)
         comps = {lag: (c * s * g).float().cpu().numpy() for lag, c in zip(self.lags[1:], out.components[1:])}
         comps = {self.lags[0]: slow, **comps}
         residual = rawf - sum(comps.values())
+        self.stage_seconds += self.clock() - t0
         return slow, fast, comps, residual
 
     def restart_stream(self) -> None:

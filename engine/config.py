@@ -156,6 +156,12 @@ class RuntimeConfig(Settings):
     """Results the HDF5 writer may lag behind; a full queue back-pressures the worker."""
     sink_queue_mib: int = Field(256, ge=1, le=1 << 20)
     """... and at most this many MiB of them (raw, slow, fast: 40 MiB a frame at 2048x2048)."""
+    max_latency_ms: float = Field(200.0, ge=0)
+    """Bound on a live run's latency (a frame's arrival to its components out): while the
+    source outruns the worker, optional work is skipped in this order until the frames
+    fit again: the training steps frames wait for, the per-lag component stages, the
+    previews (engine/shedding.py; the file's /frames/shed says what, per frame). 0: never
+    skip. A replay as fast as possible is never bounded: its queue is full by design."""
     max_frames: int | None = Field(None, ge=1)
     """Stop after this many frames (None: until the source ends)."""
 

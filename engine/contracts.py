@@ -39,7 +39,12 @@ class AdapterHooks(Protocol):
     def metadata(self) -> dict[str, Any]:
         """What the source knows of the acquisition, by the first frame: any of
         ``pixel_size_um`` ((y, x) micrometres), ``frame_interval_s`` (seconds) and
-        ``channel_name``; unknown ones absent or None. The HDF5 sink stores them as file
+        ``channel_name``; unknown ones absent or None; and ``timestamp_origin``, what the
+        frames' timestamps are: ``"acquisition"`` (the times the acquisition recorded: a
+        stack's plane times or frame number x its interval, a sender's ``t``), ``"played"``
+        (when a replay or a generated stream played the frame), ``"received"`` (when it
+        arrived) or ``"file modified"`` (a watched file's modification time). Only
+        acquisition times are exported as plane times. The HDF5 sink stores them as file
         attributes. Called from the worker thread, once, before the sinks are set up."""
 
     @property
@@ -62,7 +67,10 @@ class AdapterHooks(Protocol):
 # The run's counters, by name: what ``SinkHooks.update_counters`` receives and what the
 # HDF5 file's /counters holds (README, "Counters" and "When things go wrong").
 COUNTER_NAMES = ("received", "processed", "rejected", "dropped", "not_processed", "gaps", "nonfinite", "blank",
-                 "saturated", "train_skipped", "changes", "sink_errors", "resumes")
+                 "saturated", "train_skipped", "changes", "sink_errors", "resumes", "shed_train", "shed_components",
+                 "shed_preview")
+# shed_<part>: frames on which that optional part of the work was skipped to hold the
+# latency bound (engine/shedding.py; per frame in /frames/shed).
 # What was wrong with a frame that was still processed, one bit each: Decomposition.flags,
 # the HDF5 file's /frames/flags. Each name is also the counter of such frames.
 FRAME_FLAGS = {"nonfinite": 1, "blank": 2, "saturated": 4}

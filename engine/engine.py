@@ -19,6 +19,7 @@ from .cascade import Cascade
 from .config import RuntimeConfig
 from .contracts import COUNTER_NAMES, FRAME_FLAGS, Adapter, RunInfo, Sink, check_adapter, check_sink, hook
 from .frame import Decomposition, Frame
+from .shedding import SHED_LABELS, Shedder, bits_of, status_counts, summary
 from .status import FinishReason, LatencyStats, Preview, RateMeter, RunState, Status
 from .trainer import OnlineTrainer
 
@@ -115,6 +116,9 @@ class Engine:
         self._warmup = True
         self._dropped_seen = 0  # dropped frames when the worker last looked
         self._behind_warned_t = -1e9
+        # which optional work to skip to hold a live run's latency bound (set up by start())
+        self.shedder = Shedder(self.rt.max_latency_ms, enabled=False)
+        self._shed_logged: tuple[str, ...] = ()
 
     # ---- public -----------------------------------------------------------------------------
     def run(self) -> Status:
@@ -139,6 +143,11 @@ class Engine:
                 self._state = RunState.FAILED
             raise
         self._set_state(RunState.RUNNING)
+        # what this run can shed: training steps a frame waits for (slack mode), the
+        # component stages (when asked for), previews
+        parts = ("train",) * (self.trainer.cfg.mode == "slack") + ("components",) * self.components + ("preview",)
+        self.shedder = Shedder(self.rt.max_latency_ms, enabled=self._live(), parts=parts)
+        self.cascade.clock = self.clock
         self.trainer.start()
         for target, name in ((self._source_loop, "source"), (self._worker_loop, "worker")):
             t = threading.Thread(target=target, name=f"lagsplit-{name}", daemon=True)
@@ -178,6 +187,8 @@ class Engine:
                 device=str(self.cascade.device),
                 lags=self.cascade.lags,
                 elapsed_s=now - self._t0 if self._t0 else 0.0,
+                shedding=self.shedder.shedding,
+                max_latency_ms=self.rt.max_latency_ms if self.shedder.enabled else 0.0,
                 received=counters["received"],
                 processed=counters["processed"],
                 rejected=counters["rejected"],
@@ -202,13 +213,16 @@ class Engine:
                 preview=self._preview,
                 adapter_counters=self._adapter_counters(),
                 total=getattr(self.adapter, "total", None),
-                live=self.rt.overflow == "drop" or bool(getattr(self.adapter, "live", False)),
+                live=self._live(),
                 not_processed=counters["not_processed"],
                 blank=counters["blank"],
                 saturated=counters["saturated"],
                 sink_errors=counters["sink_errors"],
                 resumes=counters["resumes"],
                 already_done=self._already_done,
+                shed_train=counters["shed_train"],
+                shed_components=counters["shed_components"],
+                shed_preview=counters["shed_preview"],
             )
 
     # ---- threads ------------------------------------------------------------------------------
@@ -219,6 +233,7 @@ class Engine:
                 with self._lock:
                     self._counters["received"] += 1
                     self._in_rate.add(frame.arrival)
+                self.shedder.arrived(frame.arrival)
                 if self._stop.is_set():
                     self._leave(frame)
                     break
@@ -284,23 +299,53 @@ class Engine:
         finally:
             self._teardown()
 
+    def _live(self) -> bool:
+        """Frames come at the acquisition's pace or may be dropped: falling behind loses time."""
+        return self.rt.overflow == "drop" or bool(getattr(self.adapter, "live", False))
+
     # ---- per frame ----------------------------------------------------------------------------
     def _process(self, frame: Frame) -> None:
-        """One frame: accept, set up the series, record gaps, decompose, emit, account, train."""
+        """One frame: accept, set up the series, record gaps, plan what to shed, decompose,
+        emit, account, train; each part's cost goes to the shedder."""
         if self.resume_after is not None and frame.index <= self.resume_after:
             self._skip_done(frame)
             return
+        start = self.clock()
         arr = np.asarray(frame.array)
         if not self._accept(frame, arr):
             return
         self._set_up_series(arr)
         self._record_gaps(until=frame.index)
-        result = self._decompose(frame, arr)
+        shed = self.shedder.plan(start - frame.arrival if frame.arrival else 0.0, self._q.qsize())
+        self._log_shedding(shed)
+        result = self._decompose(frame, arr, shed)
         with self._writing():
             for s in self.sinks:
                 s.append(result)
-        self._account(result)
-        self._train()
+        stages_s = self.cascade.stage_seconds if self.components else 0.0
+        preview_s = self._account(result, preview="preview" not in shed)
+        t = self.clock()
+        self._train(wait="train" not in shed)
+        sh = self.shedder
+        sh.observe("frame", max(0.0, t - start - stages_s - preview_s))
+        for part, seconds in (("components", stages_s), ("preview", preview_s)):
+            if part not in shed:
+                sh.observe(part, seconds)
+        owed = self.trainer.owed_seconds()  # timed by the trainer, in the slack too
+        if owed is not None:
+            sh.observe("train", owed, first_known=True)
+
+    def _log_shedding(self, shed: tuple[str, ...]) -> None:
+        """Log each change in what is shed (the monitor shows it too)."""
+        if shed == self._shed_logged:
+            return
+        if len(shed) > len(self._shed_logged):
+            log.warning("skipping %s to hold latency under %g ms (each part's cost here, ms: %s)",
+                        ", ".join(SHED_LABELS[p] for p in shed), self.rt.max_latency_ms,
+                        ", ".join(f"{p} {v:.1f}" for p, v in self.shedder.costs_ms().items()))
+        else:
+            log.info("taking up %s again", ", ".join(SHED_LABELS[p] for p in self._shed_logged if p not in shed))
+        self._shed_logged = shed
 
     def _skip_done(self, frame: Frame) -> None:
         """A resumed run's frame that the file already holds (or accounts for as a gap)."""
@@ -379,15 +424,15 @@ class Engine:
                 if i > after:  # numbers already passed were delivered after all, or recorded
                     self._lost.setdefault(i, why)
 
-    def _decompose(self, frame: Frame, arr: np.ndarray) -> Decomposition:
-        """Run the cascade on one frame; the result is in the input's units."""
+    def _decompose(self, frame: Frame, arr: np.ndarray, shed: tuple[str, ...] = ()) -> Decomposition:
+        """Run the cascade on one frame, less what ``shed`` names; the result is in the input's units."""
         x, finite = self.cascade.upload(arr)
         flags = frame_flags(arr, finite)
         if flags:
             self._report_flags(frame.index, flags)
         first = self.cascade.ring.count == 0
         seen = len(self.cascade.changes)
-        out = self.cascade.infer(x, not flags)  # a flagged frame is shown, never trained on
+        out = self.cascade.infer(x, not flags, stages="components" not in shed)  # a flagged frame is shown, never trained on
         if flags & (FRAME_FLAGS["blank"] | FRAME_FLAGS["saturated"]) and first:
             self.cascade.norm.fitted = False  # the network units come from the first good frame
         self._recent.append((out.position, frame.index))
@@ -398,6 +443,7 @@ class Engine:
         return Decomposition(
             index=frame.index, timestamp=frame.timestamp, raw=arr, slow=slow, fast=fast, components=comps,
             residual=resid, model_version=self.trainer.version, warmup=out.warmup, latency_ms=latency, flags=flags,
+            shed=bits_of(shed),
         )
 
     def _report_flags(self, index: int, flags: int) -> None:
@@ -420,22 +466,28 @@ class Engine:
         log.warning("sudden change detected at frame %d: windows restart there, slow settles for %d frames",
                     number, self.cascade.settle_until - at)
 
-    def _account(self, result: Decomposition) -> None:
-        """Update the counters, rates, latency and preview the status reports; pass the counters on."""
+    def _account(self, result: Decomposition, preview: bool = True) -> float:
+        """Update the counters, rates, latency and (``preview``) the preview the status
+        reports; pass the counters on. Returns the seconds the preview took."""
         now = self.clock()
+        took = 0.0
         with self._lock:
             self._counters["processed"] += 1
+            for p, n in self.shedder.frames.items():
+                self._counters[f"shed_{p}"] = n
             self._out_rate.add(now)
             self._latency.add(result.latency_ms)
             self._last_index = result.index
             self._warmup = result.warmup
-            if now - self._last_preview_t >= self.preview_every_s:
+            if preview and now - self._last_preview_t >= self.preview_every_s:
                 self._preview = self._make_preview(result)
                 self._last_preview_t = now
+                took = self.clock() - now
         self._push_counters()
         self._warn_if_behind(now)
         if self.checkpoint is not None and not self._sink_failed:
             self.checkpoint.after_frame(self._counters["processed"], result.index)
+        return took
 
     def _warn_if_behind(self, now: float) -> None:
         """Log a warning (at most every BEHIND_EVERY_S) while a live source (or one under the
@@ -452,9 +504,10 @@ class Engine:
             log.warning("falling behind the source: in %.1f frames/s, out %.1f frames/s, %d of %d queued, %d dropped",
                         self._in_rate.rate(now), self._out_rate.rate(now), depth, self.rt.queue, dropped)
 
-    def _train(self) -> None:
-        """Train as the trainer's mode says (in slack mode on its own thread); log each step."""
-        self._log_steps(self.trainer.after_frame(slack=lambda: self._q.empty() and not self._stop.is_set()))
+    def _train(self, wait: bool = True) -> None:
+        """Train as the trainer's mode says (in slack mode on its own thread; ``wait`` False:
+        the frame waits for no step); log each step."""
+        self._log_steps(self.trainer.after_frame(slack=lambda: self._q.empty() and not self._stop.is_set(), wait=wait))
 
     def _log_steps(self, steps: list) -> None:
         if not steps:
@@ -617,6 +670,7 @@ class Engine:
 
 def final_status_line(st: Status) -> str:
     """One line summing up a run."""
+    shed = summary(status_counts(st))
     return (
         f"{st.state.value} ({st.reason.value if st.reason else '-'}): {st.processed} frames processed, "
         f"{st.received} received, {st.rejected} rejected, {st.dropped} dropped, {st.gaps} gaps, "
@@ -624,6 +678,7 @@ def final_status_line(st: Status) -> str:
         + (f", {st.not_processed} received but not processed" if st.not_processed else "")
         + (f", {st.already_done} already in the file (resumed)" if st.already_done else "")
         + ("; the last frame was still in warm-up (the networks not yet in use)" if st.warmup and st.processed else "")
+        + (f"; to hold latency under {st.max_latency_ms:g} ms, skipped {shed}" if shed else "")
     )
 
 

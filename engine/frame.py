@@ -43,6 +43,7 @@ class Decomposition:
     warmup: bool
     latency_ms: float = 0.0
     flags: int = 0  # what was wrong with the frame (contracts.FRAME_FLAGS: non-finite, blank, saturated)
+    shed: int = 0  # optional work skipped for it to hold the latency bound (engine/shedding.SHED_BITS)
 
     @property
     def nbytes(self) -> int:

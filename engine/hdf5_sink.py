@@ -29,7 +29,7 @@ log = logging.getLogger("lagsplit.hdf5")
 
 GAP_REASONS = ("dropped", "rejected", "missing", "not processed")  # /gaps/reason: the position in this tuple
 FRAME_COLUMNS = (("index", np.int64), ("timestamp", np.float64), ("model_version", np.int64), ("warmup", np.uint8),
-                 ("latency_ms", np.float32), ("flags", np.uint8))  # /frames/<name>, one value per row
+                 ("latency_ms", np.float32), ("flags", np.uint8), ("shed", np.uint8))  # /frames/<name>, one value per row
 RESUME_COLUMNS = (("row", np.int64), ("after_index", np.int64), ("time", np.float64), ("model_version", np.int64))
 MIN_FREE_BYTES = 16 * 2**20
 
@@ -354,7 +354,7 @@ class HDF5Sink:
             rows.append(("components/residual", r.residual))
         rows += [("frames/timestamp", r.timestamp), ("frames/model_version", r.model_version),
                  ("frames/warmup", int(r.warmup)), ("frames/latency_ms", r.latency_ms),
-                 ("frames/flags", getattr(r, "flags", 0)),
+                 ("frames/flags", getattr(r, "flags", 0)), ("frames/shed", getattr(r, "shed", 0)),
                  ("frames/index", r.index)]  # the index last: a row with its index is whole
         self._write_row(n, rows)
         self.rows = n + 1

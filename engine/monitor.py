@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .config import MonitorConfig
+from .shedding import SHED_LABELS, status_counts, summary
 from .status import Preview, RunState, Status
 
 log = logging.getLogger("lagsplit.monitor")
@@ -75,6 +76,8 @@ def render(st: Status, width: int = 24) -> Group:
               + ("" if st.live else "  (replay: includes queueing)"))
     if st.total:
         t.add_row("progress", progress(st), "", "")
+    if st.max_latency_ms:
+        t.add_row("shedding", shedding(st) or "[green]nothing[/]", "bound", f"latency {st.max_latency_ms:g} ms")
     t.add_row("dropped", _count(st.dropped), "rejected",
               f"{_count(st.rejected)}   gaps {st.gaps}   non-finite {_count(st.nonfinite)}   changes {st.changes}")
     t.add_row("flagged", f"blank {_count(st.blank)}   saturated {_count(st.saturated)}", "file",
@@ -123,7 +126,19 @@ def keeping_up(st: Status) -> str:
         return ""
     if st.dropped or st.queue_depth > st.queue_capacity // 2:
         return "[bold red]falling behind[/]"
+    if st.shedding:
+        return "[yellow]keeping up by skipping work[/]"
     return "[green]keeping up[/]"
+
+
+def shedding(st: Status) -> str:
+    """What the engine skips now to hold its latency bound, and on how many frames each part
+    was skipped so far, e.g. "skipping training steps; so far training steps on 40 frames"
+    ("" when nothing was)."""
+    now = ", ".join(SHED_LABELS[p] for p in st.shedding)
+    so_far = summary(status_counts(st))
+    return "; ".join(part for part in ((f"[yellow]skipping {now}[/]" if now else ""),
+                                       (f"so far {so_far}" if so_far else "")) if part)
 
 
 def progress(st: Status) -> str:
@@ -143,6 +158,7 @@ def log_line(st: Status) -> str:
         f"dropped {st.dropped} rejected {st.rejected} gaps {st.gaps} | train {_fmt(st.train_rate_hz)} steps/s "
         f"v{st.model_version}{' warm-up' if st.warmup else ''} loss {losses} | {st.device}"
         + (f" | {progress(st)}" if st.total else "")
+        + (f" | {Text.from_markup(shedding(st)).plain}" if shedding(st) else "")
         + (f" | faults: {faults(st)}" if faults(st) else "")
     )
 

@@ -6,6 +6,7 @@ level passes its features across to the decoder.
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 from torch import nn
@@ -113,6 +114,16 @@ def _upconv(up: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
     return out.permute(0, 3, 1, 2)
 
 
+def cpu_bf16_native() -> bool:
+    """Whether this CPU computes bfloat16 convolutions natively (AVX512-BF16 or AMX) and
+    oneDNN may use those instructions (``ONEDNN_MAX_CPU_ISA`` can cap it below them, as on
+    an AVX2 machine)."""
+    cpu = torch.cpu
+    has = any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return has and (cap in ("ALL", "DEFAULT") or "BF16" in cap or "AMX" in cap)
+
+
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     """``model.precision`` as the dtype the networks compute in on ``device``: 'auto' is
     bfloat16 where the device computes it natively, float32 elsewhere."""
@@ -123,9 +134,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         native = torch.cuda.is_bf16_supported()
     elif device.type == "cpu":
-        cpu = torch.cpu
-        native = any(getattr(cpu, probe, lambda: False)() for probe in
-                     ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+        native = cpu_bf16_native()
     else:  # another accelerator: float32, which every backend computes
         native = False
     return torch.bfloat16 if native else torch.float32

@@ -25,6 +25,7 @@ log = logging.getLogger("lagsplit.trainer")
 RECENT_LOSSES = 32  # accepted losses per stage whose median a diverging loss is compared with
 DIVERGED_LOGGED = 10  # divergences logged; the rest are counted
 SLACK_POLL_S = 0.005  # how often an idle training thread looks for slack
+STEP_TIME_ALPHA = 0.2  # weight of a new step's duration in the running step time
 
 _LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l1": F.l1_loss,
@@ -94,6 +95,10 @@ class OnlineTrainer:
         self._owed = 0  # steps the frames so far asked for (min_steps_per_frame each) not yet taken
         self._slack: Callable[[], bool] = lambda: True  # no frame waiting for the worker (from after_frame)
         self._done: list[StepResult] = []
+        # running seconds a step takes on this machine (None until a second step: the first
+        # pays for allocations), read with the cascade's clock
+        self.step_seconds: float | None = None
+        self._timed = 0
 
     # ---- the training thread ----------------------------------------------------------------
     def start(self) -> None:
@@ -155,10 +160,14 @@ class OnlineTrainer:
                 self._running = False
                 self._cond.notify_all()
 
-    def _after_frame_threaded(self, slack: Callable[[], bool]) -> list[StepResult]:
-        # until warm, a step per frame at least: warm-up ends after a bounded number of
-        # frames however busy the machine is
-        n_min = max(self.cfg.min_steps_per_frame, 0 if self.cascade.warm else 1)
+    def _steps_owed(self, wait: bool) -> int:
+        """Steps a frame waits for in slack mode: ``min_steps_per_frame``, and until warm one
+        at least (warm-up ends after a bounded number of frames however busy the machine
+        is); none when the engine sheds them (``wait`` False) to hold its latency bound."""
+        return max(self.cfg.min_steps_per_frame, 0 if self.cascade.warm else 1) if wait else 0
+
+    def _after_frame_threaded(self, slack: Callable[[], bool], wait: bool) -> list[StepResult]:
+        n_min = self._steps_owed(wait)
         with self._cond:
             self._slack = slack
             self._frames += 1
@@ -174,18 +183,19 @@ class OnlineTrainer:
             done, self._done = self._done, []
         return done
 
-    def after_frame(self, slack: Callable[[], bool]) -> list[StepResult]:
-        """Train as the mode says; return the steps taken."""
+    def after_frame(self, slack: Callable[[], bool], wait: bool = True) -> list[StepResult]:
+        """Train as the mode says; return the steps taken. ``wait`` False: in slack mode
+        the frame waits for no step (the engine sheds them); fixed mode always takes its
+        steps, as it promises."""
         cfg = self.cfg
         if cfg.mode == "off":
             return []
         if self._thread is not None:
-            return self._after_frame_threaded(slack)
+            return self._after_frame_threaded(slack, wait)
         if cfg.mode == "fixed":
             n_min, n_max = cfg.steps_per_frame, cfg.steps_per_frame
         else:
-            # warm-up ends after a bounded number of frames, however little slack there is
-            n_min = max(cfg.min_steps_per_frame, 0 if self.cascade.warm else 1)
+            n_min = self._steps_owed(wait)
             n_max = cfg.max_steps_per_frame
         done: list[StepResult] = []
         while len(done) < n_max:
@@ -208,7 +218,27 @@ class OnlineTrainer:
     def step(self) -> StepResult | None:
         """One training step; None when the ring does not yet hold a training pair."""
         with self.weights_lock:
-            return self._step()
+            t = self.cascade.clock()
+            res = self._step()
+            if res is not None:
+                self._time_step(self.cascade.clock() - t)
+            return res
+
+    def _time_step(self, seconds: float) -> None:
+        self._timed += 1
+        if self._timed == 1:
+            return
+        old = self.step_seconds
+        self.step_seconds = seconds if old is None else old + STEP_TIME_ALPHA * (seconds - old)
+
+    def owed_seconds(self) -> float | None:
+        """What the training steps a frame waits for cost it in slack mode (its owed steps
+        times a step's running time; None while a step's time is not known yet). The
+        engine's measure of what shedding them saves."""
+        n = self._steps_owed(True) if self.cfg.mode == "slack" else 0
+        if not n:
+            return 0.0
+        return None if self.step_seconds is None else n * self.step_seconds
 
     def _step(self) -> StepResult | None:
         c = self.cascade

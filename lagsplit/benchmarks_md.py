@@ -22,8 +22,19 @@ def machine() -> str:
     except OSError:
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__} with {torch.get_num_threads()} threads; "
-            f"Python {platform.python_version()}")
+    return (f"{cpu} ({cpu_isa()}), {os.cpu_count()} cores{gpu}; torch {torch.__version__} with "
+            f"{torch.get_num_threads()} threads; Python {platform.python_version()}")
+
+
+def cpu_isa() -> str:
+    """The vector instructions torch uses on this CPU and whether it computes bfloat16
+    natively, e.g. "AVX512, bfloat16 native" or "AVX2, bfloat16 not native"."""
+    from lagsplit.engine.nets import cpu_bf16_native
+
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    capped = f", oneDNN capped to {cap} by ONEDNN_MAX_CPU_ISA" if cap else ""
+    return (f"{torch.backends.cpu.get_cpu_capability()}, bfloat16 "
+            f"{'native' if cpu_bf16_native() else 'not native'}{capped}")
 
 
 def update_section(name: str, body: str, path: str | Path = "BENCHMARKS.md") -> Path:

@@ -8,9 +8,12 @@ process and one go, interleaved where it matters, because this machine is shared
 (b) inference with training: the same with the default training (at least
     ``train.min_steps_per_frame`` steps per frame, however little slack there is);
 (c) live: the whole engine with the HDF5 sink, frames arriving at a camera rate, with the
-    live policy (``overflow = "drop"``, training only in the slack): latency p50 / p99,
-    dropped frames, frames until the networks are in use, the time from the last frame to
-    the end of the run;
+    live policy (``overflow = "drop"``, training only in the slack) and the default latency
+    bound: latency p50 / p99, dropped frames, frames on which work was shed, frames until
+    the networks are in use, the time from the last frame to the end of the run; up to
+    512 px once more with the per-lag components written;
+each in both precisions where the CPU computes bfloat16 natively (``model.precision``
+'auto' would pick bfloat16 there; float32 is what an AVX2 CPU computes in);
 and beside them OpenCV MOG2, a causal 16-frame running median and the HDF5 sink alone
 (the same bytes, the ceiling of the output path) on the same frames, as ratios.
 """
@@ -30,9 +33,11 @@ import torch
 
 from lagsplit.engine.nets import precision_label
 
-from .benchmarks_md import machine, update_section
+from .benchmarks_md import cpu_isa, machine, update_section
 
 LIVE_FPS = 20.0  # the camera rate of the live run at sizes up to 512 px
+COMPONENTS_LIVE_MAX = 512  # sizes up to this also get a live run with the components written
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}  # --isa avx2: this CPU as an AVX2 one
 DISTINCT = 24  # distinct frames the movie cycles through (the memory stays that of 24 frames)
 
 
@@ -122,6 +127,7 @@ def _engine_run(movie, overrides: list[str], *, fps: float = 0.0, path: str | No
     else:
         p50, p99 = st.latency_p50_ms, st.latency_p99_ms
     return {"fps": st.processed / (t1 - t0), "processed": st.processed, "dropped": st.dropped,
+            "shed": {"train": st.shed_train, "components": st.shed_components, "preview": st.shed_preview},
             "steps": st.train_steps, "p50": p50, "p99": p99, "first_net": first_net["row"],
             "tail_s": t1 - sent["t"] if sent["t"] else float("nan"), "rss": rss, "state": st.state.value}
 
@@ -207,25 +213,42 @@ def _profile(size: int, overrides: list[str]) -> dict:
     return ms
 
 
+def precisions(overrides: list[str]) -> list[str]:
+    """The precisions to measure: both where ``model.precision`` is 'auto' and the device
+    computes bfloat16 natively (bfloat16 first, what 'auto' picks), else the one it resolves to."""
+    m = _config(overrides, None).model
+    picked = precision_label(m.precision, m.device)
+    return ["bfloat16", "float32"] if m.precision == "auto" and picked == "bfloat16" else [picked]
+
+
 def measure_size(size: int, frames: int, overrides: list[str], live_fps: float | None, soak: int) -> dict:
-    """Everything for one frame size (run in a fresh process)."""
+    """Everything for one frame size (run in a fresh process), in each of ``precisions``."""
     movie = CyclingMovie(size, frames)
-    res: dict = {"size": size, "frames": frames}
+    res: dict = {"size": size, "frames": frames, "isa": cpu_isa(), "machine": machine()}
     res.update(_baselines(movie, frames))
-    res["profile"] = _profile(size, overrides)
-    res["a"] = _engine_run(movie, [*overrides, "train.mode=off"], warm=True)
-    res["b"] = _engine_run(movie, overrides, warm=True)
     fps = live_fps or (LIVE_FPS if size <= 512 else round(res["mog2_fps"] / 2, 1))
     live = ["engine.overflow=drop", "train.min_steps_per_frame=0"]
-    with tempfile.TemporaryDirectory() as tmp:
-        # the file's writes go through the page cache: the live run starts with nothing that
-        # the runs before it wrote still waiting to go to the disk (the HDF5 baseline alone
-        # leaves up to 2.4 GB), so that it is not held back by their write-back
-        os.sync()
-        res["c"] = _engine_run(movie, [*overrides, *live], fps=fps, path=str(Path(tmp) / "live.h5"))
-        res["c"]["fps_in"] = fps
-        if soak:  # the engine's memory over a long run (no file: 2,000 frames of 2048x2048 are 80 GB)
-            res["soak"] = _engine_run(CyclingMovie(size, soak), overrides, warm=True, rss_every=max(1, soak // 20))
+    res["runs"] = []
+    for prec in precisions(overrides):
+        o = [*overrides, f"model.precision={prec}"]
+        r: dict = {"precision": prec, "profile": _profile(size, o)}
+        r["a"] = _engine_run(movie, [*o, "train.mode=off"], warm=True)
+        r["b"] = _engine_run(movie, o, warm=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            # the file's writes go through the page cache: each live run starts with nothing
+            # that the runs before it wrote still waiting to go to the disk (the HDF5 baseline
+            # alone leaves up to 2.4 GB), so that it is not held back by their write-back
+            os.sync()
+            r["c"] = _engine_run(movie, [*o, *live], fps=fps, path=str(Path(tmp) / "live.h5"))
+            r["c"]["fps_in"] = fps
+            if size <= COMPONENTS_LIVE_MAX:
+                os.sync()
+                r["cc"] = _engine_run(movie, [*o, *live, "output.components=true"], fps=fps,
+                                      path=str(Path(tmp) / "live_components.h5"))
+                r["cc"]["fps_in"] = fps
+        res["runs"].append(r)
+    if soak:  # the engine's memory over a long run (no file: 2,000 frames of 2048x2048 are 80 GB)
+        res["soak"] = _engine_run(CyclingMovie(size, soak), overrides, warm=True, rss_every=max(1, soak // 20))
     res["peak_rss_mib"] = _peak_rss_mib()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         res["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
@@ -246,70 +269,88 @@ def _limit(p: dict, hdf5_ms: float) -> str:
 
 
 def run_speed(sizes: list[int], frames: int, overrides: list[str], live_fps: float | None = None, soak: int = 0,
-              write: bool = True, path: str = "BENCHMARKS.md", readme: str = "README.md") -> str:
+              write: bool = True, path: str = "BENCHMARKS.md", readme: str = "README.md", isa: str = "") -> str:
+    """Measure every size (each in a fresh process; ``isa`` "avx2": with torch and oneDNN held
+    to AVX2, as on a CPU without AVX-512 or native bfloat16) and write the tables."""
+    if isa not in ("", "avx2"):
+        raise ValueError(f"--isa {isa!r}: only 'avx2' can be emulated")
     results = []
     ctx = multiprocessing.get_context("spawn")
-    for size in sizes:  # the long run at the largest size only
-        with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-            results.append(pool.submit(measure_size, size, frames, overrides, live_fps,
-                                       soak if size == max(sizes) else 0).result())
+    env = AVX2_ENV if isa else {}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # read by the spawned processes as torch loads
+    try:
+        for size in sizes:  # the long run at the largest size only
+            with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+                results.append(pool.submit(measure_size, size, frames, overrides, live_fps,
+                                           soak if size == max(sizes) else 0).result())
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     cmd = f"lagsplit bench speed --sizes {','.join(map(str, sizes))} --frames {frames}"
     cmd += "".join(f" --set {o}" for o in overrides) + (f" --fps {live_fps:g}" if live_fps else "")
-    cmd += f" --soak {soak}" if soak else ""
+    cmd += (f" --soak {soak}" if soak else "") + (f" --isa {isa}" if isa else "")
     cfg = _config(overrides, None)
     m, t = cfg.model, cfg.train
     lines = [
-        "## Speed",
+        "## Speed" + (" on an AVX2 CPU" if isa else ""),
         "",
         f"Command: `{cmd}`  ",
-        f"Machine: {machine()}, torch threads {results[0]['torch_threads']}  ",
+        f"Machine: {results[0]['machine']}, torch threads {results[0]['torch_threads']}  ",
         f"Configuration: the default (lags {list(m.lags)}, slow stage on a grid of at most {m.work_size} px a side, "
         f"windows {list(m.windows)}, U-Net {m.base_channels} channels x {m.levels} levels, training batch "
-        f"{t.batch} x {t.crop} px, at least {t.min_steps_per_frame} step(s) per frame in (b), networks in "
-        f"{precision_label(m.precision, m.device)}); "
-        f"uint16 frames, {frames} per run.",
+        f"{t.batch} x {t.crop} px, at least {t.min_steps_per_frame} step(s) per frame in (b), latency bound "
+        f"{cfg.engine.max_latency_ms:g} ms in (c)); networks in each precision the CPU computes natively "
+        f"(`model.precision`); uint16 frames, {frames} per run.",
         "",
         "Throughput, replaying as fast as possible (networks in use from the first frame they can be):",
         "",
-        "| frame | (a) inference | (b) + training | Mpx/s (b) | OpenCV MOG2 | (b) / MOG2 | running median (16) "
-        "| (b) / median | HDF5 sink alone | (b) / HDF5 | peak RSS |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| frame | precision | (a) inference | (b) + training | Mpx/s (b) | OpenCV MOG2 | (b) / MOG2 "
+        "| running median (16) | (b) / median | HDF5 sink alone | (b) / HDF5 | peak RSS |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     gpu = any("peak_gpu_mib" in r for r in results)
     if gpu:  # a CUDA run: the device's peak memory too
         lines[-2] += " peak GPU memory |"
         lines[-1] += " ---: |"
     for r in results:
-        a, b = r["a"], r["b"]
-        mpx = b["fps"] * r["size"] ** 2 / 1e6
-        lines.append(
-            f"| {r['size']}² | {a['fps']:.1f} /s | {b['fps']:.1f} /s | {mpx:.1f} | {r['mog2_fps']:.1f} /s | "
-            f"{b['fps'] / r['mog2_fps']:.2f} | {r['median_fps']:.1f} /s | {b['fps'] / r['median_fps']:.2f} | "
-            f"{r['hdf5_fps']:.1f} /s | {b['fps'] / r['hdf5_fps']:.2f} | {r['peak_rss_mib'] / 1024:.2f} GiB |"
-            + (f" {r.get('peak_gpu_mib', float('nan')) / 1024:.2f} GiB |" if gpu else ""))
+        for run in r["runs"]:
+            a, b = run["a"], run["b"]
+            mpx = b["fps"] * r["size"] ** 2 / 1e6
+            lines.append(
+                f"| {r['size']}² | {run['precision']} | {a['fps']:.1f} /s | {b['fps']:.1f} /s | {mpx:.1f} | "
+                f"{r['mog2_fps']:.1f} /s | {b['fps'] / r['mog2_fps']:.2f} | {r['median_fps']:.1f} /s | "
+                f"{b['fps'] / r['median_fps']:.2f} | {r['hdf5_fps']:.1f} /s | {b['fps'] / r['hdf5_fps']:.2f} | "
+                f"{r['peak_rss_mib'] / 1024:.2f} GiB |"
+                + (f" {r.get('peak_gpu_mib', float('nan')) / 1024:.2f} GiB |" if gpu else ""))
     lines += [
         "",
         "Live (c): the engine with the HDF5 sink, frames arriving at the rate shown (20 frames/s up to 512 px, "
-        "half of MOG2's rate above), `engine.overflow = \"drop\"`, training only in the slack. Latency: frame "
-        "arrival to components ready. Networks in use: the first row not in warm-up. After the last frame: "
-        "from the last components out (the last frame's, unless it was dropped) to the end of the run (file "
-        "closed). The file's writes go through the page cache; each live run starts once the disk has taken "
-        "what the runs before it wrote (`os.sync()`), and a run that writes more than the cache holds is held "
-        "to the disk's own rate.",
+        "half of MOG2's rate above), `engine.overflow = \"drop\"`, training only in the slack, warm-up "
+        "included; up to 512 px once more with the per-lag components written. Latency: frame arrival to "
+        "components ready. Shed: frames on which the engine skipped optional work to hold its latency bound "
+        "(training steps / component stages / previews). Networks in use: the first row not in warm-up. After "
+        "the last frame: from the last components out (the last frame's, unless it was dropped) to the end of "
+        "the run (file closed). The file's writes go through the page cache; each live run starts once the "
+        "disk has taken what the runs before it wrote (`os.sync()`), and a run that writes more than the cache "
+        "holds is held to the disk's own rate.",
         "",
-        "| frame | rate in | processed | dropped | latency p50 | latency p99 | networks in use from row | training steps "
-        "| after the last frame |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| frame | precision | components | rate in | processed | dropped | latency p50 | latency p99 | shed "
+        "| networks in use from row | training steps | after the last frame |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
-        c = r["c"]
-        lines.append(
-            f"| {r['size']}² | {c['fps_in']:g} /s | {c['processed']} | {c['dropped']} | {c['p50']:.0f} ms | "
-            f"{c['p99']:.0f} ms | {c['first_net'] if c['first_net'] is not None else 'never'} | {c['steps']} | "
-            f"{c['tail_s']:.2f} s |")
+        for run in r["runs"]:
+            for key, comps in (("c", "off"), ("cc", "on")):
+                if key in run:
+                    lines.append(_live_row(f"{r['size']}²", run["precision"], comps, run[key]))
     lines += ["", "What limits each size (per-frame profile of the same configuration):", ""]
     for r in results:
-        lines.append(f"- {r['size']}²: {_limit(r['profile'], 1000 / r['hdf5_fps'])}")
+        for run in r["runs"]:
+            lines.append(f"- {r['size']}², {run['precision']}: {_limit(run['profile'], 1000 / r['hdf5_fps'])}")
     soaks = [r for r in results if "soak" in r]
     if soaks:
         lines += ["", f"Memory over a long run ({soak} frames as fast as possible, training on, no file), "
@@ -324,10 +365,18 @@ def run_speed(sizes: list[int], frames: int, overrides: list[str], live_fps: flo
                          f"| {r['size']}² | - | - | - | {r['peak_rss_mib'] / 1024:.2f} GiB |")
     text = "\n".join(lines)
     if write:
-        update_section("speed", text, path)
-        if Path(readme).exists():
-            update_section("speed-summary", _summary(results, cmd), readme)
+        section = "speed-avx2" if isa else "speed"
+        update_section(section, text, path)
+        if Path(readme).exists() and f"<!-- {section}-summary:start -->" in Path(readme).read_text():
+            update_section(f"{section}-summary", _summary(results, cmd), readme)
     return text
+
+
+def _live_row(frame: str, precision: str, components: str, c: dict) -> str:
+    shed = c["shed"]
+    return (f"| {frame} | {precision} | {components} | {c['fps_in']:g} /s | {c['processed']} | {c['dropped']} | "
+            f"{c['p50']:.0f} ms | {c['p99']:.0f} ms | {shed['train']} / {shed['components']} / {shed['preview']} | "
+            f"{c['first_net'] if c['first_net'] is not None else 'never'} | {c['steps']} | {c['tail_s']:.2f} s |")
 
 
 def _halves(rss: list[tuple[int, float]], frames: int) -> tuple[list[float], list[float]]:
@@ -340,14 +389,18 @@ def _span(samples: list[float]) -> str:
 
 
 def _summary(results: list[dict], cmd: str) -> str:
-    """The README's short table: what this machine keeps up with."""
-    lines = [f"Measured by `{cmd}` on {machine()} (details in BENCHMARKS.md):", "",
-             "| frame | live rate tried | processed / dropped | latency p50 / p99 | networks in use from frame "
-             "| as fast as possible, training on | OpenCV MOG2 |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    """The README's short table: what this machine keeps up with, in each precision."""
+    lines = [f"Measured by `{cmd}` on {results[0]['machine']} (details in BENCHMARKS.md):", "",
+             "| frame | precision | live rate tried | processed / dropped | latency p50 / p99 | frames shed "
+             "(training / components / previews) | networks in use from frame | as fast as possible, training on "
+             "| OpenCV MOG2 |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
-        c = r["c"]
-        lines.append(f"| {r['size']}x{r['size']} | {c['fps_in']:g} /s | {c['processed']} / {c['dropped']} | "
-                     f"{c['p50']:.0f} / {c['p99']:.0f} ms | {c['first_net'] if c['first_net'] is not None else 'never'} | "
-                     f"{r['b']['fps']:.1f} /s | {r['mog2_fps']:.1f} /s |")
+        for run in r["runs"]:
+            c, shed = run["c"], run["c"]["shed"]
+            lines.append(f"| {r['size']}x{r['size']} | {run['precision']} | {c['fps_in']:g} /s | "
+                         f"{c['processed']} / {c['dropped']} | {c['p50']:.0f} / {c['p99']:.0f} ms | "
+                         f"{shed['train']} / {shed['components']} / {shed['preview']} | "
+                         f"{c['first_net'] if c['first_net'] is not None else 'never'} | "
+                         f"{run['b']['fps']:.1f} /s | {r['mog2_fps']:.1f} /s |")
     return "\n".join(lines)

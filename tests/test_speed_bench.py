@@ -1,7 +1,8 @@
 """`lagsplit bench speed` end to end at a tiny size: every column measured, written where asked."""
 from __future__ import annotations
 
-from lagsplit.speed import run_speed
+from lagsplit.engine.nets import cpu_bf16_native
+from lagsplit.speed import precisions, run_speed
 
 
 def test_bench_speed_writes_its_section_and_the_readme_table(tmp_path):
@@ -10,14 +11,22 @@ def test_bench_speed_writes_its_section_and_the_readme_table(tmp_path):
     text = run_speed([32], 24, ["model.windows=[8]", "train.warmup_steps=4"], live_fps=40.0, soak=60,
                      path=str(bench), readme=str(readme))
     assert "| 32² |" in text and "OpenCV MOG2" in text and "HDF5 sink alone" in text
-    row = next(line for line in text.splitlines() if line.startswith("| 32² | 40 /s |"))
-    processed, dropped = (int(c) for c in row.split("|")[3:5])
-    assert processed + dropped == 24
-    assert "What limits each size" in text and "- 32²:" in text
+    measured = precisions(["model.windows=[8]"])
+    assert measured == (["bfloat16", "float32"] if cpu_bf16_native() else ["float32"])
+    assert "bfloat16 native" in text if cpu_bf16_native() else "bfloat16 not native" in text
+    for precision in measured:  # each precision the CPU computes natively, live with components off and on
+        for comps in ("off", "on"):
+            row = next(line for line in text.splitlines() if line.startswith(f"| 32² | {precision} | {comps} | 40 /s |"))
+            processed, dropped = (int(c) for c in row.split("|")[5:7])
+            assert processed + dropped == 24
+            shed = [int(n) for n in row.split("|")[9].split("/")]
+            assert len(shed) == 3 and all(0 <= n <= 24 for n in shed)
+        assert f"- 32², {precision}:" in text
+    assert "What limits each size" in text
     memory = next(line for line in text.splitlines() if line.startswith("| 32² |") and "MiB |" in line)
     first, second, growth = (c.strip() for c in memory.split("|")[2:5])
     lo, hi = (float(v) for v in first.removesuffix(" MiB").split("-"))
     assert 0 < lo <= hi and second.endswith(" MiB") and growth.endswith(" MiB")
     assert "<!-- speed:start -->" in bench.read_text()
     summary = readme.read_text()
-    assert "old" not in summary and "| 32x32 | 40 /s |" in summary and summary.endswith("after\n")
+    assert "old" not in summary and f"| 32x32 | {measured[0]} | 40 /s |" in summary and summary.endswith("after\n")
