@@ -316,8 +316,7 @@ class Engine:
             return
         self._set_up_series(arr)
         self._record_gaps(until=frame.index)
-        shed = self.shedder.plan(start - frame.arrival if frame.arrival else 0.0, self._q.qsize())
-        self._log_shedding(shed)
+        shed = self._skipped(self.shedder.plan(start - frame.arrival if frame.arrival else 0.0, self._q.qsize()))
         result = self._decompose(frame, arr, shed)
         with self._writing():
             for s in self.sinks:
@@ -335,8 +334,20 @@ class Engine:
         if owed is not None:
             sh.observe("train", owed, first_known=True)
 
+    def _skipped(self, plan: tuple[str, ...]) -> tuple[str, ...]:
+        """Of the parts the shedder plans to skip, those this frame has work for (training
+        steps it would wait for, a preview that is due); counted, and changes logged."""
+        due = {"train": bool(self.trainer.owed_seconds() != 0.0),
+               "preview": self.clock() - self._last_preview_t >= self.preview_every_s}
+        shed = tuple(p for p in plan if due.get(p, True))
+        with self._lock:
+            for p in shed:
+                self._counters[f"shed_{p}"] += 1
+        self._log_shedding(plan)
+        return shed
+
     def _log_shedding(self, shed: tuple[str, ...]) -> None:
-        """Log each change in what is shed (the monitor shows it too)."""
+        """Log each change in what is planned to be shed (the monitor shows it too)."""
         if shed == self._shed_logged:
             return
         if len(shed) > len(self._shed_logged):
@@ -473,8 +484,6 @@ class Engine:
         took = 0.0
         with self._lock:
             self._counters["processed"] += 1
-            for p, n in self.shedder.frames.items():
-                self._counters[f"shed_{p}"] = n
             self._out_rate.add(now)
             self._latency.add(result.latency_ms)
             self._last_index = result.index

@@ -106,7 +106,6 @@ class Shedder:
         self._at_level = 0  # frames planned at the current level
         self._interval: float | None = None  # running interval between the source's frames
         self._last_arrival: float | None = None
-        self.frames = dict.fromkeys(SHED_ORDER, 0)  # frames on which each part was skipped
 
     # ---- measurements -------------------------------------------------------------------------
     def arrived(self, t: float) -> None:
@@ -144,10 +143,7 @@ class Shedder:
             elif self._at_level >= PROBE_FRAMES and waiting == 0 and self._fits_interval(self.level - 1, 1.0):
                 self._move(self.level - 1)  # costs measured under load may be stale: try again
         self._at_level += 1
-        shed = self.parts[: self.level]
-        for p in shed:
-            self.frames[p] += 1
-        return shed
+        return self.parts[: self.level]
 
     def _lowest_fitting(self, age_s: float, waiting: int, fill: float, share: float) -> int:
         for level in range(len(self.parts) + 1):
