@@ -295,3 +295,35 @@ def test_the_demo_says_whether_it_kept_up_with_its_rate(tmp_path, monkeypatch):
     res = CliRunner().invoke(app, ["demo", *small])
     assert res.exit_code == 0, res.output
     assert "32x32 at 20 frames/s:" in res.output and "latency p50" in res.output and "dropped" in res.output
+
+
+def test_the_demo_names_its_cpu_and_judges_keeping_up_by_the_latency_bound(tmp_path, monkeypatch):
+    import dataclasses
+
+    import numpy as np
+
+    from lagsplit.demo import keeping_up_line
+    from lagsplit.engine.nets import cpu_bf16_native
+
+    monkeypatch.chdir(tmp_path)
+    small = [*FAST, "--set", "source.frames=12", "--set", "source.size=32", "--set", "source.fps=20"]
+    res = CliRunner().invoke(app, ["demo", *small])
+    assert res.exit_code == 0, res.output
+    assert ("bfloat16 native" if cpu_bf16_native() else "bfloat16 not native") in res.output
+    assert "networks in " in res.output
+    status = _demo_status()
+    fast = np.full(10, 20.0)
+    assert "kept up" in keeping_up_line(32, 20, fast, status)
+    late = dataclasses.replace(status, shed_train=4)
+    assert "fell behind[/] (latency p99 over the 200 ms bound)" in keeping_up_line(32, 20, fast * 20, late)
+    assert "skipped training steps on 4 frames to hold 200 ms" in keeping_up_line(32, 20, fast, late)
+
+
+def _demo_status():
+    from lagsplit.engine.status import RunState, Status
+
+    return Status(state=RunState.FINISHED, reason=None, source="demo", device="cpu", lags=(4, 2, 1), elapsed_s=1.0,
+                  received=10, processed=10, rejected=0, dropped=0, gaps=0, nonfinite=0, changes=0, queue_depth=0,
+                  queue_capacity=8, in_rate_hz=20.0, out_rate_hz=20.0, latency_p50_ms=20.0, latency_p99_ms=20.0,
+                  train_steps=10, train_rate_hz=1.0, train_skipped=0, loss=(0.1, 0.1, 0.1), model_version=10,
+                  warmup=False, last_index=9, error=None, live=True, max_latency_ms=200.0)
