@@ -118,10 +118,15 @@ class Publisher:
         self._started = True
 
     def image(self, frame: int, array: np.ndarray, t: float | None = None, meta: dict | None = None,
-              timeout_s: float | None = None) -> bool:
-        """Send one frame; ``t`` is epoch seconds (now when None). With ``timeout_s``, a frame that
-        cannot leave in time is dropped and counted (the receiver sees the gap); False then."""
-        parts = encode_image(self.series, frame, array, t=time.time() if t is None else t, meta=meta)
+              timeout_s: float | None = None, stamp: bool = True) -> bool:
+        """Send one frame; ``t`` is its acquisition time in seconds (epoch, or from the first
+        frame); None: now (a camera's frame, sent as it is taken), or with ``stamp`` False no
+        time at all (the receiver then marks its times as when it received the frames). With
+        ``timeout_s``, a frame that cannot leave in time is dropped and counted (the receiver
+        sees the gap); False then."""
+        if t is None and stamp:
+            t = time.time()
+        parts = encode_image(self.series, frame, array, t=t, meta=meta)
         if self._send(parts, timeout_s):
             self.sent += 1
             return True
@@ -198,8 +203,7 @@ class PublishReport:
 
 def publish_stack(stack: str, publisher: Publisher, fps: float = 0.0, start: int = 0, stop: int | None = None,
                   wait_s: float | None = None, clock: Callable[[], float] = time.monotonic,
-                  sleep: Callable[[float], None] = time.sleep,
-                  wallclock: Callable[[], float] = time.time, channel: int | None = None, z: int | None = None,
+                  sleep: Callable[[float], None] = time.sleep, channel: int | None = None, z: int | None = None,
                   axes: str | None = None) -> PublishReport:
     """Replay ``stack`` (TIFF, .npy, FILE.h5:/dataset; ``channel`` / ``z`` / ``axes`` pick the
     plane, see adapters/stacks.py) frame by frame through ``publisher`` at ``fps`` (0: as fast
@@ -231,13 +235,23 @@ def publish_stack(stack: str, publisher: Publisher, fps: float = 0.0, start: int
                         sleep(min(left, 0.05))
                     if clock() - due > interval:
                         late += 1
-                publisher.image(i, frames[i], t=wallclock())
+                # a recorded stack's frames carry their recorded times (seconds from its first);
+                # without them no time: the moment a frame is played is not when it was taken
+                publisher.image(i, frames[i], t=_recorded_time(acq, i), stamp=False)
                 sent += 1
             publisher.end(sent)
         except PublishStopped:
             stopped = True
             log.warning("publishing stopped after %d frame(s)", sent)
     return PublishReport(sent, clock() - t0, late, stopped, publisher.endpoint)
+
+
+def _recorded_time(acq, i: int) -> float | None:
+    """Frame ``i``'s acquisition time as the stack records it (plane times, else the frame
+    interval), seconds from its first frame; None when it records neither."""
+    if acq.times is not None and i < len(acq.times):
+        return float(acq.times[i])
+    return i * acq.frame_interval_s if acq.frame_interval_s else None
 
 
 __all__ = ["PublishReport", "PublishStopped", "Publisher", "publish_stack"]

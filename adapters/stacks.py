@@ -2,8 +2,10 @@
 
 ``open_stack`` is the one way to open a stack; it returns a ``Stack``, a context
 manager that reads one (H, W) frame at a time (memory-mapped .npy, HDF5 datasets,
-TIFF pages), so a long recording is not read into memory at once (only a TIFF whose
-pages do not hold one plane each is read whole).
+TIFF pages or planes, adapters/tiff_planes.py), so a long recording is not read into
+memory at once (only a TIFF whose planes are neither a page each nor one contiguous block
+is read whole). A TIFF cut short or with a corrupt page opens with the frames it declares;
+each frame it cannot give raises FrameUnreadable when read.
 
 Axes. A frame is one (Y, X) plane at one time point. A TIFF's axes come from its
 ImageJ or OME metadata (tifffile's ``series.axes``); a stack with channels (C, or
@@ -26,9 +28,20 @@ from typing import Any
 
 import numpy as np
 
+from .tiff_planes import PlaneUnreadable, tiff_planes
+
 
 class StackError(ValueError):
     """A stack that cannot be used, with the file and the reason."""
+
+
+class FrameUnreadable(StackError):
+    """One frame a damaged stack cannot give (the rest can be read). ``cause`` says why, in
+    the same words for every frame lost the same way (e.g. "file truncated at byte 395,850")."""
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 _AXIS_LETTERS = "TZCSYX"
@@ -177,16 +190,20 @@ def _refuse_planes_without_time(axes: str, shape: tuple[int, ...], where: str, g
 class Stack:
     """A recorded stack open for reading: ``len(stack)`` frames of ``stack.shape[1:]``
     (H, W) pixels, ``stack[i]`` reads frame ``i`` as an ndarray. Use it as a context
-    manager (or call ``close()``); ``description`` names the file and the plane read."""
+    manager (or call ``close()``); ``description`` names the file and the plane read.
+    Reading a frame a damaged file cannot give raises FrameUnreadable; ``damage`` says how
+    the file is damaged where that is known when it is opened (None: it looks whole)."""
 
     ndim = 3
 
     def __init__(self, description: str, frames: int, frame_shape: tuple[int, int], dtype: np.dtype,
-                 read: Callable[[int], np.ndarray], close: Callable[[], None], axes: str) -> None:
+                 read: Callable[[int], np.ndarray], close: Callable[[], None], axes: str,
+                 damage: str | None = None) -> None:
         self.description = description
         self.shape = (frames, *frame_shape)
         self.dtype = np.dtype(dtype)
         self.axes = axes
+        self.damage = damage
         self._read = read
         self._close: Callable[[], None] | None = close
 
@@ -266,9 +283,8 @@ def _tiff_stack(path: Path, axes: str | None, channel: int | None, z: int | None
 
     tif = tifffile.TiffFile(path)
     try:
-        series = tif.series[0]
-        shape = tuple(int(s) for s in series.shape)
-        letters = series.axes.upper()
+        planes = tiff_planes(tif)
+        shape, letters = planes.shape, planes.axes
         if axes is not None and len(axes) != len(shape):
             raise StackError(f"{path}: --axes {axes} has {len(axes)} letters; the file's axes are {letters}, "
                              f"shape {shape}")
@@ -278,40 +294,24 @@ def _tiff_stack(path: Path, axes: str | None, channel: int | None, z: int | None
             letters = _metadata_free_axes(shape, channel, z, str(path))
         _refuse_planes_without_time(letters, shape, str(path), axes, channel, z)
         plan = _plan(letters, shape, channel, z, str(path))
-        pages = list(series.pages)
-        page_dims = _page_dims(shape, len(pages), pages[0])
-        if page_dims is None or any(p is None for p in pages):
-            data = series.asarray()  # no page-per-plane layout to read from: the whole series
-            read_full = lambda i: np.asarray(data[plan.index(i, len(shape))])  # noqa: E731
-        else:
-            outer = shape[: len(shape) - page_dims]
-
-            def read_full(i: int) -> np.ndarray:
-                idx = plan.index(i, len(shape))
-                k = int(np.ravel_multi_index(idx[: len(outer)], outer)) if outer else 0
-                return np.asarray(pages[k].asarray().reshape(shape[len(outer):])[idx[len(outer):]])
+        outer = shape[: len(shape) - planes.page_dims]
 
         def read(i: int) -> np.ndarray:
-            frame = read_full(i)
+            idx = plan.index(i, len(shape))
+            k = int(np.ravel_multi_index(idx[: len(outer)], outer)) if outer else 0
+            try:
+                plane = planes.read(k)
+            except PlaneUnreadable as exc:
+                raise FrameUnreadable(f"{path}: frame {i} cannot be read ({exc.cause})", exc.cause) from exc
+            frame = np.asarray(plane.reshape(shape[len(outer):])[idx[len(outer):]])
             return frame.T if plan.transpose else frame
 
         h, w = shape[letters.index("Y")], shape[letters.index("X")]
-        return Stack(_describe(str(path), plan), plan.frames, (h, w), series.dtype, read, tif.close, letters)
+        return Stack(_describe(str(path), plan), plan.frames, (h, w), planes.dtype, read, tif.close, letters,
+                     damage=planes.damage)
     except BaseException:
         tif.close()
         raise
-
-
-def _page_dims(shape: tuple[int, ...], n_pages: int, first: Any) -> int | None:
-    """How many trailing dimensions of the series ``shape`` one page holds (None: the
-    pages do not tile the series one plane each)."""
-    if first is None:
-        return None
-    page_size = int(np.prod(first.shape))
-    for k in range(len(shape) + 1):
-        if int(np.prod(shape[:k])) == n_pages and int(np.prod(shape[k:])) == page_size:
-            return len(shape) - k
-    return None
 
 
 def _h5_datasets(f: Any) -> list[str]:

@@ -18,7 +18,8 @@ class ArrayStream:
 
     ``sleep`` and ``clock`` can be injected: tests pass a fake pair and never sleep for real
     (tests/test_array_stream.py). ``times``: the acquisition time of each frame (seconds), used
-    as its timestamp; without them a frame's timestamp is when it was played.
+    as its timestamp; without them a frame's timestamp is when it was played (``metadata()``
+    says which).
     """
 
     def __init__(self, movie: np.ndarray, fps: float = 0.0, name: str = "array", first_index: int = 0,
@@ -65,6 +66,11 @@ class ArrayStream:
     def counters(self) -> dict[str, int]:
         return {"sent": self.sent}
 
+    def metadata(self) -> dict:
+        """What the frames' timestamps are (contracts.AdapterHooks.metadata): the given
+        acquisition times, else the moments the frames were played."""
+        return {"timestamp_origin": "acquisition" if self.times is not None else "played"}
+
     def _wait_until(self, t: float) -> None:
         while not self._stopped:
             left = t - self.clock()
@@ -83,8 +89,15 @@ class ArrayStream:
                 if self._stopped:
                     return
             ts = float(self.times[i]) if self.times is not None else wall0 + (i / self.fps if self.fps else self.clock() - t0)
+            arr = self._frame(i)
+            if arr is None:
+                continue
             self.sent += 1
-            yield Frame(index=self.first_index + i, timestamp=ts, array=np.asarray(self.movie[i]), meta={"source": self.name})
+            yield Frame(index=self.first_index + i, timestamp=ts, array=arr, meta={"source": self.name})
+
+    def _frame(self, i: int) -> np.ndarray | None:
+        """Frame ``i`` of the movie; None skips it (a subclass that cannot read it records why)."""
+        return np.asarray(self.movie[i])
 
 
 class SyntheticAdapter(ArrayStream):

@@ -163,6 +163,10 @@ class WatchAdapter:
         """``received``: files taken in (read or skipped); ``rejected``: files skipped."""
         return self._tally.counters()
 
+    def metadata(self) -> dict:
+        """The frames' timestamps are their files' modification times (AdapterHooks.metadata)."""
+        return {"timestamp_origin": "file modified"}
+
     def open(self) -> None:
         """Start following the folder (before the startup scan, so nothing slips between)."""
         from watchdog.events import FileSystemEventHandler

@@ -58,6 +58,11 @@ class AdapterHooks(Protocol):
         """Frames the source will deliver, when it knows (a replay); the monitor shows the
         progress and the time left."""
 
+    def waiting(self) -> str | None:
+        """While the source has waited a while for what it cannot get by itself (a ZeroMQ
+        source with no sender connected): one line saying so, for the monitor; else None.
+        Called from any thread."""
+
     def lost(self) -> dict[int, str]:
         """Frame numbers the adapter skipped since the last call, each with its reason (one
         of the gap reasons, e.g. ``"rejected"``), each reported once. The engine records

@@ -188,6 +188,7 @@ class Engine:
                 lags=self.cascade.lags,
                 elapsed_s=now - self._t0 if self._t0 else 0.0,
                 shedding=self.shedder.shedding,
+                waiting=self._adapter_waiting(),
                 max_latency_ms=self.rt.max_latency_ms if self.shedder.enabled else 0.0,
                 received=counters["received"],
                 processed=counters["processed"],
@@ -408,7 +409,14 @@ class Engine:
         """Record the acquisition frames after the last processed one and before ``until`` as
         gaps, in runs of one reason: dropped, rejected (by the engine or the adapter), or missing."""
         last = self._last_index
-        if last is None or until <= last + 1:
+        if last is None:  # the first frame: frames the source lost before it are gaps too
+            self._collect_adapter_losses(after=-1)
+            with self._lock:
+                before = [i for i in self._lost if i < until]
+            if not before:
+                return
+            last = min(before) - 1
+        if until <= last + 1:
             return
         self._collect_adapter_losses(after=last)
         runs: list[tuple[int, int, str]] = []
@@ -549,6 +557,16 @@ class Engine:
             return dict(fn())
         except Exception:  # noqa: BLE001
             return {}
+
+    def _adapter_waiting(self) -> str | None:
+        """What the source waits for (its optional ``waiting`` hook), e.g. a sender; None when nothing."""
+        fn = hook(self.adapter, "waiting")
+        if fn is None:
+            return None
+        try:
+            return fn()
+        except Exception:  # noqa: BLE001
+            return None
 
     def _run_counters(self) -> dict[str, int]:
         """Every counter of COUNTER_NAMES for the run: the engine's own, with what the adapter

@@ -313,6 +313,7 @@ class HDF5Sink:
         firsts = gaps["first_index"][:keep]
         while keep and resume.after is not None and firsts[keep - 1] > resume.after:
             keep -= 1
+        reopened = _reopened_counts(gaps["count"][keep:len(firsts)], gaps["reason"][keep:len(firsts)])
         for name in ("first_index", "count", "reason"):
             gaps[name].resize(keep, axis=0)
         self._gap_rows = keep
@@ -322,7 +323,9 @@ class HDF5Sink:
             del f["counters"]
             cnt = f.create_dataset("counters", (len(COUNTER_NAMES),), np.int64)
             cnt.attrs.create("names", list(COUNTER_NAMES), dtype=h5py.string_dtype())
-        self._prior = {k: prior.get(k, 0) for k in COUNTER_NAMES}
+        before = {k: prior.get(k, 0) for k in COUNTER_NAMES}
+        # the gaps cut above are played again: counted anew by this run, no longer open ones
+        self._prior = {k: max(0, before[k] - reopened[k]) for k in COUNTER_NAMES}
         if "flushed_rows" not in f:
             f.create_dataset("flushed_rows", data=np.int64(rows))
         f["flushed_rows"][()] = rows
@@ -336,6 +339,7 @@ class HDF5Sink:
                             ("time", time.time()), ("model_version", resume.model_version)):
             rs[name].resize(n + 1, axis=0)
             rs[name][n] = value
+        _record_counters_before(rs, n, before)
         f.attrs.update(self._writer())
         self._write_counters()
         f.swmr_mode = True
@@ -499,3 +503,35 @@ def read_counters(f: h5py.File) -> dict[str, int]:
     a resumed file's add up every run that wrote it."""
     ds = f["counters"]
     return {str(name): int(v) for name, v in zip(ds.attrs["names"], ds[()], strict=True)}
+
+
+# the counter a gap's frames were counted under when a run left them, by gap reason; all of
+# them were received ("missing" frames never were)
+_GAP_COUNTERS = {"dropped": "dropped", "rejected": "rejected", "not processed": "not_processed"}
+
+
+def _reopened_counts(counts: np.ndarray, reasons: np.ndarray) -> dict[str, int]:
+    """What the gap records a resume cuts (``counts`` frames each, ``reasons`` indices into
+    GAP_REASONS) added to the file's counters: one ``gaps`` each, and their frames under the
+    reason's counter and ``received``. The resumed run plays those frames again and counts
+    them anew, so they come off the counters the file carries over."""
+    out = dict.fromkeys(COUNTER_NAMES, 0)
+    out["gaps"] = len(counts)
+    for count, reason in zip(counts.tolist(), reasons.tolist(), strict=True):
+        name = _GAP_COUNTERS.get(GAP_REASONS[reason]) if reason < len(GAP_REASONS) else None
+        if name is not None:
+            out[name] += count
+            out["received"] += count
+    return out
+
+
+def _record_counters_before(rs: h5py.Group, n: int, before: dict[str, int]) -> None:
+    """Row ``n`` of /resumes/counters: the file's counters when resume ``n`` began, gaps it
+    took up again included (-1 in the rows of resumes that did not record them)."""
+    if "counters" not in rs:
+        ds = rs.create_dataset("counters", (n, len(COUNTER_NAMES)), np.int64, maxshape=(None, len(COUNTER_NAMES)),
+                               chunks=(64, len(COUNTER_NAMES)), fillvalue=-1)
+        ds.attrs.create("names", list(COUNTER_NAMES), dtype=h5py.string_dtype())
+    ds = rs["counters"]
+    ds.resize(n + 1, axis=0)
+    ds[n] = [before[k] for k in COUNTER_NAMES]

@@ -87,6 +87,8 @@ def render(st: Status, width: int = 24) -> Group:
     t.add_row("model", f"v{st.model_version}" + ("  [yellow]warm-up[/]" if st.warmup else ""), "frame",
               "-" if st.last_index is None else str(st.last_index))
     parts: list = [t]
+    if st.waiting:
+        parts.append(Text(st.waiting, style="bold yellow"))
     if st.error:
         parts.append(Text(f"error: {st.error}", style="bold red"))
     if st.preview is not None:
@@ -159,6 +161,7 @@ def log_line(st: Status) -> str:
         f"v{st.model_version}{' warm-up' if st.warmup else ''} loss {losses} | {st.device}"
         + (f" | {progress(st)}" if st.total else "")
         + (f" | {Text.from_markup(shedding(st)).plain}" if shedding(st) else "")
+        + (f" | {st.waiting}" if st.waiting else "")
         + (f" | faults: {faults(st)}" if faults(st) else "")
     )
 

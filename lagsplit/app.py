@@ -31,7 +31,7 @@ from lagsplit.engine.hdf5_sink import (
     writer_alive,
 )
 from lagsplit.engine.monitor import Monitor
-from lagsplit.engine.status import Status
+from lagsplit.engine.status import RunState, Status
 from lagsplit.engine.threaded_sink import ThreadedSink
 from lagsplit.engine.trainer import OnlineTrainer
 
@@ -252,13 +252,32 @@ def build_run(cfg: Config, adapter: Adapter | None = None, extra_sinks: Sequence
             resume_after=None if plan is None else plan.after,
         )
     except BaseException:
-        for s in sinks:
-            s.close()
-        if built and adapter is not None:
-            adapter.close()
-        remove_empty_folders(created)
+        _release(sinks, adapter if built else None, created)
         raise
     return Run(cfg, adapter, cascade, trainer, engine, created, plan)
+
+
+def _release(sinks: Sequence[Sink], adapter: Adapter | None, created: Sequence[Path]) -> None:
+    """Close the sinks and the adapter of a run that never started, each on its own, and
+    remove the output folders it created: nothing is left written."""
+    for part in (*sinks, *([adapter] if adapter is not None else [])):
+        try:
+            part.close()
+        except Exception as exc:  # noqa: BLE001 - the others are closed all the same
+            log.error("closing %s failed: %s", type(part).__name__, exc)
+    remove_empty_folders(created)
+
+
+def discard(run: Run) -> None:
+    """Give up a built run (Ctrl-C during start-up): one that has not started is released
+    (its sinks and adapter closed, no file written, its output folders removed); one that
+    has is stopped and waited for, its file closed with what it holds."""
+    if run.engine.status().state is RunState.IDLE:
+        _release(run.engine.sinks, run.adapter, run.created_folders)
+        return
+    run.engine.stop()
+    run.engine.wait()
+    remove_empty_folders(run.created_folders)
 
 
 def _restore(ckpt: Path, cascade: Cascade, trainer: OnlineTrainer, run_id: str, out: str) -> int | None:
@@ -336,6 +355,9 @@ def output_report(run: Run) -> str | None:
 def stopped_line(run: Run, status: Status) -> str:
     """The last line of a run a signal stopped: what the file holds, what was left."""
     name = signal.Signals(run.stopped_by).name if run.stopped_by else "a stop"
+    if not status.processed:
+        kept = f" ({run.config.output.path} is as it was)" if run.resume is not None else ""
+        return f"stopped by {name} before the first frame; nothing written{kept}"
     where = f" to {run.config.output.path}" if run.config.output.path else ""
     left = (f", {status.not_processed} received but not processed (recorded as gaps, reason 'not processed')"
             if status.not_processed else "")
@@ -392,10 +414,14 @@ class _Stopper:
 
 def _monitored(run: Run, console) -> Status:
     engine = run.engine
-    engine.start()
-    monitor = Monitor(engine.status, run.config.monitor, console=console)
     stopper = _Stopper(run)
-    stopper.install()
+    stopper.install()  # before the engine starts: from here on a signal stops the run cleanly
+    try:
+        engine.start()
+    except BaseException:
+        stopper.restore()
+        raise
+    monitor = Monitor(engine.status, run.config.monitor, console=console)
 
     def done() -> bool:
         stopper.act()

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from . import __version__
 
@@ -34,10 +36,13 @@ ViewOpt = Annotated[bool, typer.Option("--view", help="Open a napari viewer that
 def _setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)], force=True)
+    # torch sets its loggers' levels once its import is complete; an import cut short (Ctrl-C
+    # during start-up) would otherwise log its exit-time statistics at our level
+    logging.getLogger("torch").setLevel(logging.WARNING)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
 
 
@@ -57,14 +62,50 @@ def _dry(cfg) -> None:
     raise typer.Exit(0)
 
 
+STOPPED_AT_START = "stopped by SIGINT before the first frame; nothing written"
+
+
+@contextmanager
+def _starting():
+    """Ctrl-C while a run command reads its settings: nothing was written; say so, leave with 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        console.print(STOPPED_AT_START, soft_wrap=True, highlight=False)
+        raise typer.Exit(130) from None
+
+
 def _run(cfg, view: bool = False) -> None:
     """Build and run; user-facing errors become one message and exit code 2. ``view``: a
-    napari viewer follows the output file (the run on a thread, the viewer on this one)."""
-    from lagsplit.adapters.stacks import StackError
-    from lagsplit.engine.hdf5_sink import OutputError
+    napari viewer follows the output file (the run on a thread, the viewer on this one).
+    Ctrl-C while the run starts up (the imports, building it) releases what was built and
+    leaves with 130, saying so; once it runs, the run's own handler stops it cleanly."""
+    run = None
+    try:
+        run = _build(cfg, view)
+        status = _execute(run, cfg, view)
+    except KeyboardInterrupt:
+        _stopped_at_start(run)
+    from lagsplit.engine.engine import final_status_line
     from lagsplit.engine.status import RunState
 
-    from .app import NothingToResume, build_run, execute, output_report, stopped_line
+    from .app import output_report, stopped_line
+
+    console.print(final_status_line(status))
+    if status.state == RunState.FAILED:
+        report = output_report(run) if status.sink_errors else None
+        _fail((status.error or "run failed") + (f"\n{report}" if report else ""), code=1)
+    if run.stopped_by is not None:  # Ctrl-C / SIGTERM: scripts see the interruption (130 / 143)
+        console.print(stopped_line(run, status), soft_wrap=True, highlight=False)
+        raise typer.Exit(128 + run.stopped_by)
+
+
+def _build(cfg, view: bool):
+    """The run, built and checked (app.build_run); its errors as one message."""
+    from lagsplit.adapters.stacks import StackError
+    from lagsplit.engine.hdf5_sink import OutputError
+
+    from .app import NothingToResume, build_run
 
     if view:
         _check_view(cfg)
@@ -76,24 +117,38 @@ def _run(cfg, view: bool = False) -> None:
     except (StackError, OutputError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     console.print(f"[bold]lagsplit[/] {run.engine.source} -> {cfg.output.path or '(no file)'} on {run.cascade.device}")
+    return run
+
+
+def _execute(run, cfg, view: bool):
+    """Run it with the monitor (or beside the viewer); the final status."""
+    from .app import execute
+
     try:
         if view:
             from .napari.viewer import run_beside_viewer
 
-            status = run_beside_viewer(cfg.output.path, lambda: execute(run, console=console), run.engine.stop)
-        else:
-            status = execute(run, console=console)
+            return run_beside_viewer(cfg.output.path, lambda: execute(run, console=console), run.engine.stop)
+        return execute(run, console=console)
     except (OSError, ValueError, RuntimeError) as exc:  # the source could not be opened; sinks are closed
         _fail(str(exc))
-    from lagsplit.engine.engine import final_status_line
 
-    console.print(final_status_line(status))
-    if status.state == RunState.FAILED:
-        report = output_report(run) if status.sink_errors else None
-        _fail((status.error or "run failed") + (f"\n{report}" if report else ""), code=1)
-    if run.stopped_by is not None:  # Ctrl-C / SIGTERM: scripts see the interruption (130 / 143)
-        console.print(stopped_line(run, status), soft_wrap=True, highlight=False)
-        raise typer.Exit(128 + run.stopped_by)
+
+def _stopped_at_start(run) -> NoReturn:
+    """Ctrl-C raised as KeyboardInterrupt, which happens before the run's own handler is in
+    place (start-up): give up what was built, say what is left, leave with 130. Nothing is
+    imported here when no run was built (the interrupted import would start again)."""
+    line = STOPPED_AT_START
+    if run is not None:
+        import signal
+
+        from .app import discard, stopped_line
+
+        discard(run)
+        run.stopped_by = signal.SIGINT
+        line = stopped_line(run, run.engine.status())
+    console.print(line, soft_wrap=True, highlight=False)
+    raise typer.Exit(130)
 
 
 @app.callback()
@@ -119,11 +174,13 @@ def demo(
 
     The demo regenerates its own out/demo.h5 on every run; any other --out that exists is refused
     unless --overwrite."""
-    from .app import check_output, same_file
-    from .demo import DEMO_DEFAULTS, run_demo
+    with _starting():
+        from .app import check_output, same_file
+        from .demo import DEMO_DEFAULTS, build_demo, run_demo
 
-    extra = ([f"output.path={_quote(str(out_path))}"] if out_path else []) + (["output.overwrite=true"] if overwrite else [])
-    cfg = _load(None, sets, base=DEMO_DEFAULTS, extra=extra)
+        extra = ([f"output.path={_quote(str(out_path))}"] if out_path else []) + \
+            (["output.overwrite=true"] if overwrite else [])
+        cfg = _load(None, sets, base=DEMO_DEFAULTS, extra=extra)
     own = DEMO_DEFAULTS["output"]["path"]
     if cfg.output.path and same_file(cfg.output.path, own) and not any(s.strip().startswith("output.overwrite") for s in sets or []):
         cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"overwrite": True})})
@@ -135,7 +192,12 @@ def demo(
         check_output(cfg)
     except ValueError as exc:
         _fail(str(exc))
-    run_demo(cfg, console, png)
+    run = None
+    try:
+        run = build_demo(cfg)
+    except KeyboardInterrupt:
+        _stopped_at_start(run)
+    run_demo(cfg, console, png, run)
 
 
 @app.command()
@@ -151,12 +213,13 @@ def run(
 ) -> None:
     """Run from a config file."""
     planes = _plane_settings(channel, z, axes)
-    if planes:
-        kind = _load(config, sets).source.kind
-        if kind != "replay":
-            _fail(f"--channel, --z and --axes pick a plane of a recorded stack: they need source.kind = 'replay' "
-                  f"(the source here is {kind!r})")
-    cfg = _load(config, sets, extra=_output_settings(out_path, overwrite) + planes)
+    with _starting():
+        if planes:
+            kind = _load(config, sets).source.kind
+            if kind != "replay":
+                _fail(f"--channel, --z and --axes pick a plane of a recorded stack: they need source.kind = "
+                      f"'replay' (the source here is {kind!r})")
+        cfg = _load(config, sets, extra=_output_settings(out_path, overwrite) + planes)
     if dry_run:
         _dry(cfg)
     _run(cfg)
@@ -389,7 +452,8 @@ def export(
 def _run_source(extra: list[str], out_path: Path | None, overwrite: bool, config: Path | None,
                 sets: list[str] | None, dry_run: bool, view: bool = False) -> None:
     """The shared tail of replay / watch / attach: command settings < file < --set, then run."""
-    cfg = _load(config, sets, extra=[*extra, *_output_settings(out_path, overwrite)])
+    with _starting():
+        cfg = _load(config, sets, extra=[*extra, *_output_settings(out_path, overwrite)])
     if dry_run:
         _dry(cfg)
     _run(cfg, view=view)
@@ -458,14 +522,26 @@ def bench_speed(
                                                                  "configuration (e.g. model.device=cuda).")] = None,
     device: Annotated[str, typer.Option(help="model.device for every run ('auto': CUDA when present).")] = "auto",
     write: Annotated[bool, typer.Option("--write/--no-write", help="Update BENCHMARKS.md.")] = True,
+    isa: Annotated[str, typer.Option(help="'avx2': run with torch and oneDNN held to AVX2, as on a CPU without "
+                                          "AVX-512 or native bfloat16 (its own section).")] = "",
 ) -> None:
     """Does the engine keep up with a camera: throughput against OpenCV MOG2, a running
-    median and the HDF5 sink alone; a live-rate run's latency and drops; peak memory."""
+    median and the HDF5 sink alone; a live-rate run's latency, drops and shed work; peak
+    memory; in both precisions where the CPU computes bfloat16 natively."""
+    from .extras import BENCH_SPEED, ExtraMissing, require
+
+    try:
+        require("lagsplit bench speed", "bench", BENCH_SPEED)
+    except ExtraMissing as exc:
+        _fail(str(exc))
     from .speed import run_speed
 
     overrides = list(sets or []) + ([f"model.device={device}"] if device != "auto" else [])
-    text = run_speed([int(s) for s in sizes.split(",")], frames, overrides, live_fps=fps or None, soak=soak,
-                     write=write)
+    try:
+        text = run_speed([int(s) for s in sizes.split(",")], frames, overrides, live_fps=fps or None, soak=soak,
+                         write=write, isa=isa)
+    except ValueError as exc:
+        _fail(str(exc))
     out.print(text, soft_wrap=True)
 
 
@@ -486,6 +562,16 @@ def bench_quality(
     levers_file: Annotated[Path, typer.Option("--levers-file", help="Levers to run with --levers.")] = Path("configs/levers.toml"),
 ) -> None:
     """Decomposition quality against ground truth: lagsplit vs running median, EMA, MOG2, incremental PCA and offline robust PCA."""
+    from .extras import BENCH_BASELINES, BENCH_RECORDINGS, ExtraMissing, require
+
+    try:
+        if not levers:  # the levers run lagsplit alone
+            require("lagsplit bench quality", "bench", BENCH_BASELINES)
+            if recordings and not quick and size == 128:  # the recordings run with the 128 px table
+                require("lagsplit bench quality", "bench", BENCH_RECORDINGS,
+                        hint=" (or --no-recordings to leave the real recordings out)")
+    except ExtraMissing as exc:
+        _fail(str(exc))
     from .bench.command import bench_quality_command
 
     names = [n for item in (scenes or []) for n in item.split(",") if n]

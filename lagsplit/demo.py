@@ -68,10 +68,17 @@ def keeping_up_line(size: int, fps: float, latency_ms: np.ndarray, status) -> st
             f"{status.dropped} dropped" + (f"; skipped {shed} to hold {bound:g} ms" if shed else ""))
 
 
-def run_demo(cfg: Config, console: Console, png: Path) -> dict:
+def build_demo(cfg: Config):
+    """The demo's run over its synthetic scene (app.build_run)."""
     src = cfg.source
     adapter = SyntheticAdapter(src.scene, frames=src.frames, size=src.size, seed=src.seed, fps=src.fps)
-    run = build_run(cfg, adapter=adapter)
+    return build_run(cfg, adapter=adapter)
+
+
+def run_demo(cfg: Config, console: Console, png: Path, run=None) -> dict:
+    """Stream the scene through ``run`` (built here when None), then score and draw it."""
+    run = run or build_demo(cfg)
+    adapter = run.engine.adapter
     console.print(f"[bold]lagsplit demo[/]: {adapter.describe()} -> {cfg.output.path}")
     console.print(f"on {cpu_line(cfg)}")
     status = execute(run, console=console)
@@ -81,6 +88,7 @@ def run_demo(cfg: Config, console: Console, png: Path) -> dict:
         console.print(f"[red]error: {status.error}[/]")
     with h5py.File(cfg.output.path, "r") as f:
         lat = f["frames/latency_ms"][:]
+    src = cfg.source
     if len(lat) and src.fps:
         console.print(keeping_up_line(src.size, src.fps, lat, status))
     with h5py.File(cfg.output.path, "r") as f:

@@ -4,7 +4,10 @@ everything else open as a hyperstack.
 Axes TCYX: one channel per component (raw, slow, fast, or those chosen), the rows
 ``start`` up to (not including) ``stop``, with the run's pixel size (PhysicalSizeX/Y,
 micrometres), frame interval (TimeIncrement, seconds), each plane's time (Plane DeltaT,
-seconds from the run's first frame) and the channel names. One OME image holds one pixel
+seconds from the run's first frame) and the channel names. Plane times are written only
+where the run's timestamps are acquisition times (the file's ``timestamp_origin``
+attribute says "acquisition"), never the moments a replay played its frames; a file
+without the attribute has no plane times. One OME image holds one pixel
 type: raw alone keeps its own; any mix is float32 (raw counts up to 2**24 are exact).
 Written frame by frame (never the whole run in memory); BigTIFF past 2 GiB."""
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .run_file import IMAGE_NAMES, image_names, open_run, read_scale
+from .run_file import IMAGE_NAMES, acquisition_times, image_names, open_run, read_scale
 
 BIGTIFF_BYTES = 2**31
 
@@ -34,6 +37,8 @@ class ExportReport:
     dtype: np.dtype
     pixel_size_um: tuple[float, float] | None
     frame_interval_s: float | None
+    plane_times: bool = False
+    """True when the planes carry their acquisition times (OME Plane DeltaT)."""
 
 
 def parse_channels(text: str | None) -> tuple[str, ...] | None:
@@ -89,7 +94,8 @@ def export_ome_tiff(src: str | os.PathLike, out: str | os.PathLike, start: int =
                             PhysicalSizeX=scale.pixel_size_um[1], PhysicalSizeXUnit="µm")
         if scale.frame_interval_s:
             metadata.update(TimeIncrement=scale.frame_interval_s, TimeIncrementUnit="s")
-        if np.all(np.isfinite(times[start:end])):
+        plane_times = acquisition_times(f) and bool(np.all(np.isfinite(times[start:end])))
+        if plane_times:
             metadata["Plane"] = {"DeltaT": [float(times[r] - t0) for r in rows for _ in names],
                                  "DeltaTUnit": ["s"] * (len(rows) * len(names))}
         metadata["Description"] = (f"lagsplit run {Path(src).name}: rows {start}..{end - 1}, acquisition frames "
@@ -109,7 +115,7 @@ def export_ome_tiff(src: str | os.PathLike, out: str | os.PathLike, start: int =
             os.replace(tmp, out)
         finally:
             tmp.unlink(missing_ok=True)
-    return ExportReport(out, shape, names, rows, dtype, scale.pixel_size_um, scale.frame_interval_s)
+    return ExportReport(out, shape, names, rows, dtype, scale.pixel_size_um, scale.frame_interval_s, plane_times)
 
 
 def _channel_label(name: str, source_channel: str | None) -> str:

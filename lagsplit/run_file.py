@@ -92,6 +92,14 @@ def read_scale(f: h5py.File) -> Scale:
     return Scale(pixel, interval, name or None)
 
 
+def acquisition_times(f: h5py.File) -> bool:
+    """True when the run's /frames/timestamp are the times the acquisition recorded (the
+    ``timestamp_origin`` attribute its source set, engine/contracts.py), not the moments
+    frames were played or received; False for a file without the attribute."""
+    origin = f.attrs.get("timestamp_origin")
+    return (origin.decode() if isinstance(origin, bytes) else str(origin)) == "acquisition"
+
+
 @dataclass
 class Rows:
     """Per-row facts of rows ``first .. first + len(index) - 1`` of a run file."""

@@ -3,6 +3,7 @@ axes, shape, pixel size, interval, channel names, plane times and every pixel of
 channel equal to the file's datasets."""
 from __future__ import annotations
 
+import shutil
 import xml.etree.ElementTree as ET
 
 import h5py
@@ -13,7 +14,8 @@ from typer.testing import CliRunner
 
 from lagsplit.cli import app
 
-from .run_files import INTERVAL_S, PIXEL_UM, write_run
+from .run_files import INTERVAL_S, PIXEL_UM, plane_times, write_run
+from .support import FAST_CLI
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +93,65 @@ def test_export_refuses_to_replace_a_file_and_a_foreign_h5(run_file, tmp_path):
         f.create_dataset("data", data=np.zeros((2, 4, 4)))
     res = CliRunner().invoke(app, ["export", str(foreign), "--out", str(tmp_path / "o.ome.tif")])
     assert res.exit_code == 2 and "not a lagsplit output file" in res.output
+
+
+# ---- plane times: only the acquisition's ---------------------------------------------------------
+
+def _plane_delta_t(path) -> list[float]:
+    """DeltaT of channel 0's planes in an exported OME-TIFF ([] when the planes carry none)."""
+    with tifffile.TiffFile(path) as tif:
+        pixels, ns = _pixels(tif.ome_metadata)
+    return [float(p.get("DeltaT")) for p in pixels.findall("ome:Plane", ns)
+            if p.get("TheC") == "0" and p.get("DeltaT") is not None]
+
+
+def test_the_stacks_recorded_plane_times_are_exported_as_delta_t(run_file, tmp_path):
+    out = tmp_path / "run.ome.tif"
+    assert CliRunner().invoke(app, ["export", str(run_file), "--out", str(out)]).exit_code == 0
+    with h5py.File(run_file, "r") as f:
+        assert f.attrs["timestamp_origin"] == "acquisition"
+        index = f["frames/index"][:]
+    recorded = plane_times()[:, 1]  # the run replayed channel 1
+    np.testing.assert_allclose(_plane_delta_t(out), recorded[index] - recorded[index[0]], atol=1e-9)
+
+
+def _replay(tmp_path, stack, *args):
+    out = tmp_path / "run.h5"
+    res = CliRunner().invoke(app, ["replay", str(stack), "--out", str(out), *FAST_CLI, "--set", "source.stop=10",
+                                   *args])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_a_replay_without_recorded_times_exports_no_plane_times(tmp_path, noise_stack):
+    src = tmp_path / "s.npy"
+    np.save(src, noise_stack)
+    run = _replay(tmp_path, src, "--fps", "100")
+    with h5py.File(run, "r") as f:
+        assert f.attrs["timestamp_origin"] == "played"
+        assert np.ptp(f["frames/timestamp"][:]) > 0  # the moments the frames were played, kept in the file
+    out = tmp_path / "run.ome.tif"
+    res = CliRunner().invoke(app, ["export", str(run), "--out", str(out)])
+    assert res.exit_code == 0 and "interval unknown" in res.output, res.output
+    assert _plane_delta_t(out) == []
+    with tifffile.TiffFile(out) as tif:
+        assert tif.series[0].shape[0] == 10 and "TimeIncrement" not in _pixels(tif.ome_metadata)[0].attrib
+
+
+def test_a_recorded_interval_gives_delta_t_of_frame_number_times_interval(tmp_path, noise_stack):
+    src = tmp_path / "ij.tif"
+    tifffile.imwrite(src, noise_stack, imagej=True, metadata={"axes": "TYX", "finterval": 0.25})
+    run = _replay(tmp_path, src, "--set", "source.start=3", "--set", "source.stop=9")
+    out = tmp_path / "run.ome.tif"
+    assert CliRunner().invoke(app, ["export", str(run), "--out", str(out)]).exit_code == 0
+    np.testing.assert_allclose(_plane_delta_t(out), 0.25 * np.arange(6), atol=1e-9)
+
+
+def test_a_file_that_does_not_say_where_its_times_come_from_exports_no_plane_times(run_file, tmp_path):
+    older = tmp_path / "older.h5"
+    shutil.copy(run_file, older)
+    with h5py.File(older, "r+") as f:
+        del f.attrs["timestamp_origin"]
+    out = tmp_path / "older.ome.tif"
+    assert CliRunner().invoke(app, ["export", str(older), "--out", str(out)]).exit_code == 0
+    assert _plane_delta_t(out) == []

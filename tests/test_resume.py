@@ -108,6 +108,51 @@ def test_a_killed_replay_resumes_after_its_last_frame_from_its_checkpoint(tmp_pa
     assert f"after frame {kept - 1} (row {kept}, model version {saved['version']})" in shown
 
 
+def test_counters_after_a_resume_that_fills_every_frame_agree_with_the_gaps(tmp_path, noise_stack):
+    """Ctrl-C leaves frames queued (gaps, reason "not processed"); a resume plays them: the
+    file's counters no longer count them as open, and /resumes keeps what they were."""
+    movie = np.concatenate([noise_stack] * 4)  # 120 frames
+    src, out = tmp_path / "s.npy", tmp_path / "run.h5"
+    np.save(src, movie)
+    proc = start("replay", str(src), "--out", str(out), "--fps", "60", *FAST_CLI,  # a worker slower than its source
+                 "--set", "train.steps_per_frame=10", "--set", "output.flush_every=5",
+                 "--set", "output.checkpoint_every=5")
+    try:
+        deadline = time.monotonic() + 60
+        while rows_and_checkpoint(out) < 5 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert proc.poll() is None and rows_and_checkpoint(out) >= 5, "the run ended before it could be stopped"
+        time.sleep(0.5)  # let the queue fill
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    with h5py.File(out, "r") as f:
+        kept = f["frames/index"].shape[0]
+        stopped = read_counters(f)
+        assert f["gaps/first_index"].shape == (1,)
+    left = stopped["not_processed"]
+    assert left > 0 and stopped["gaps"] == 1 and stopped["received"] == kept + left, stopped
+
+    res = lagsplit("replay", str(src), "--out", str(out), "--resume", *FAST_CLI)
+    assert res.returncode == 0, res.stderr
+    with h5py.File(out, "r") as f:
+        np.testing.assert_array_equal(f["frames/index"][:], np.arange(len(movie)))
+        gaps = f["gaps/first_index"].shape[0]
+        counters = read_counters(f)
+        history = f["resumes/counters"]
+        before = dict(zip([str(n) for n in history.attrs["names"]], history[0].tolist(), strict=True))
+        after_index = f["resumes/after_index"][:].tolist()
+    assert gaps == 0 and counters["gaps"] == 0 and counters["not_processed"] == 0, counters
+    assert counters["received"] == counters["processed"] == len(movie) and counters["resumes"] == 1
+    assert after_index == [kept - 1]
+    assert {k: before[k] for k in ("not_processed", "gaps", "received")} == {
+        "not_processed": left, "gaps": 1, "received": kept + left}  # what the stopped run had left
+
+
 def test_a_watched_folder_resumes_dropping_the_frames_the_file_holds(tmp_path, noise_stack):
     folder, out = tmp_path / "acq", tmp_path / "w.h5"
     folder.mkdir()

@@ -49,6 +49,7 @@ def test_an_imagej_tiff_gives_pixel_size_interval_and_frame_times(tmp_path):
     try:
         assert [fr.timestamp for fr in adapter] == pytest.approx([0.5 * i for i in range(3, 12)])
         assert adapter.metadata()["frame_interval_s"] == 0.5
+        assert adapter.metadata()["timestamp_origin"] == "acquisition"  # frame number x the recorded interval
     finally:
         adapter.close()
 
@@ -59,7 +60,7 @@ def test_a_stack_without_metadata_records_none(tmp_path):
     tifffile.imwrite(plain, movie(6)[:, 0])
     for path in (tmp_path / "m.npy", plain):
         adapter = ReplayAdapter(str(path))
-        assert adapter.metadata() == {}
+        assert adapter.metadata() == {"timestamp_origin": "played"}  # nothing known; the times are play times
         adapter.close()
 
 

@@ -162,12 +162,19 @@ def test_stop_ends_a_silent_stream_promptly(ctx):
     sock.close(linger=0)
 
 
-def test_idle_timeout_ends_the_stream(ctx):
+def test_idle_timeout_ends_the_stream_after_its_frames(ctx):
     adapter = ZmqAdapter("tcp://127.0.0.1:*", context=ctx, idle_timeout_s=0.2, poll_s=0.02)
     assert adapter.bind and adapter.endpoint.startswith("tcp://127.0.0.1:") and not adapter.endpoint.endswith("*")
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(adapter.endpoint)
+    push.send_multipart(encode_start("s", GOOD.shape, GOOD.dtype))
+    for i in range(2):
+        push.send_multipart(encode_image("s", i, GOOD))  # and no end message: the sender goes quiet
     t0 = time.monotonic()
-    assert list(adapter) == []
+    assert [f.index for f in adapter] == [0, 1]
     assert 0.2 <= time.monotonic() - t0 < 3.0
+    push.close(linger=0)
     adapter.close()
 
 
