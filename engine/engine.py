@@ -19,7 +19,7 @@ from .cascade import Cascade
 from .config import RuntimeConfig
 from .contracts import COUNTER_NAMES, FRAME_FLAGS, Adapter, RunInfo, Sink, check_adapter, check_sink, hook
 from .frame import Decomposition, Frame
-from .shedding import SHED_LABELS, Shedder, bits_of, status_counts, summary
+from .shedding import LATENCY_SHARE, SHED_LABELS, Shedder, bits_of, status_counts, summary
 from .status import FinishReason, LatencyStats, Preview, RateMeter, RunState, Status
 from .trainer import OnlineTrainer
 
@@ -119,6 +119,7 @@ class Engine:
         # which optional work to skip to hold a live run's latency bound (set up by start())
         self.shedder = Shedder(self.rt.max_latency_ms, enabled=False)
         self._shed_logged: tuple[str, ...] = ()
+        self._hold_training = False  # no training step in the slack: frames come out late (2.1)
 
     # ---- public -----------------------------------------------------------------------------
     def run(self) -> Status:
@@ -317,13 +318,20 @@ class Engine:
             return
         self._set_up_series(arr)
         self._record_gaps(until=frame.index)
-        shed = self._skipped(self.shedder.plan(start - frame.arrival if frame.arrival else 0.0, self._q.qsize()))
+        age = start - frame.arrival if frame.arrival else 0.0
+        waiting = self._q.qsize()
+        plan = self.shedder.plan(age, waiting)
+        if waiting and self._too_late(frame, age, plan):
+            return
+        shed = self._skipped(plan)
         result = self._decompose(frame, arr, shed)
         with self._writing():
             for s in self.sinks:
                 s.append(result)
         stages_s = self.cascade.stage_seconds if self.components else 0.0
         preview_s = self._account(result, preview="preview" not in shed)
+        # with training shed, the trainer starts no step in the slack while frames come out late
+        self._hold_training = "train" in shed and result.latency_ms > LATENCY_SHARE * self.rt.max_latency_ms
         t = self.clock()
         self._train(wait="train" not in shed)
         sh = self.shedder
@@ -335,11 +343,23 @@ class Engine:
         if owed is not None:
             sh.observe("train", owed, first_known=True)
 
+    def _too_late(self, frame: Frame, age: float, plan: tuple[str, ...]) -> bool:
+        """Under the drop policy, a frame that has already waited past the latency bound while
+        every optional part is skipped, with newer frames queued behind it, is dropped
+        (counted, recorded as a gap): even the slow stage and the write cannot keep up, and
+        the frames after it come out sooner. The newest frame is always processed."""
+        sh = self.shedder
+        if not (self.rt.overflow == "drop" and sh.enabled and len(plan) == len(sh.parts) and age > sh.bound_s):
+            return False
+        with self._lock:
+            self._counters["dropped"] += 1
+            self._lost[frame.index] = "dropped"
+        return True
+
     def _skipped(self, plan: tuple[str, ...]) -> tuple[str, ...]:
-        """Of the parts the shedder plans to skip, those this frame has work for (training
-        steps it would wait for, a preview that is due); counted, and changes logged."""
-        due = {"train": bool(self.trainer.owed_seconds() != 0.0),
-               "preview": self.clock() - self._last_preview_t >= self.preview_every_s}
+        """Of the parts the shedder plans to skip, those this frame has work for (a preview
+        only when one is due); counted, and changes logged."""
+        due = {"preview": self.clock() - self._last_preview_t >= self.preview_every_s}
         shed = tuple(p for p in plan if due.get(p, True))
         with self._lock:
             for p in shed:
@@ -524,7 +544,8 @@ class Engine:
     def _train(self, wait: bool = True) -> None:
         """Train as the trainer's mode says (in slack mode on its own thread; ``wait`` False:
         the frame waits for no step); log each step."""
-        self._log_steps(self.trainer.after_frame(slack=lambda: self._q.empty() and not self._stop.is_set(), wait=wait))
+        self._log_steps(self.trainer.after_frame(
+            slack=lambda: self._q.empty() and not self._stop.is_set() and not self._hold_training, wait=wait))
 
     def _log_steps(self, steps: list) -> None:
         if not steps:
@@ -667,11 +688,11 @@ class Engine:
         rejected, or left unprocessed by a stop) are gaps like any other: every frame the
         source gave is in the file or in a gap."""
         last = self._last_index
-        if last is None or self._series is None:  # nothing processed: no sink was set up
+        if self._series is None:  # nothing accepted: no sink was set up
             return
-        self._collect_adapter_losses(after=last)
+        self._collect_adapter_losses(after=-1 if last is None else last)
         with self._lock:
-            after = [i for i in self._lost if i > last]
+            after = [i for i in self._lost if last is None or i > last]
         if after:
             self._record_gaps(until=max(after) + 1)
 

@@ -5,8 +5,10 @@ The worker measures every part of a frame's work as it does it (``observe``); be
 each frame it asks ``plan`` which parts to skip. Optional work is shed in a fixed order,
 ``SHED_ORDER``, and taken up again in the reverse order once the machine has room:
 
-1. ``train``: the training steps a frame waits for (the warm-up's step per frame,
-   ``train.min_steps_per_frame``); the trainer still trains while no frame waits;
+1. ``train``: frames no longer wait for training steps (the warm-up's step per frame,
+   ``train.min_steps_per_frame``), and the trainer starts a step in the slack only while
+   frames come out within half the bound (its steps share the cores with the worker
+   and the writer);
 2. ``components``: the shorter-lag stages (the per-lag components; written as zeros);
 3. ``preview``: the monitor's preview images.
 

@@ -131,3 +131,27 @@ def test_frames_whose_component_stages_were_shed_have_zero_components_and_say_so
         np.testing.assert_allclose(f["components/residual"][:], raw - slow, atol=1e-3)
         np.testing.assert_allclose(slow + f["fast"][:], raw, atol=1e-3)
     assert status.preview is None  # no preview was made
+
+
+def test_under_the_drop_policy_a_frame_already_late_with_everything_shed_is_dropped_and_recorded(tmp_path, noise_stack):
+    """Even the slow stage cannot meet a bound of 1 µs: frames that waited past it are dropped
+    (counted, recorded as gaps) under "drop", and every frame is in the file or a gap;
+    under "block" none is dropped."""
+    model = ModelConfig(lags=(4, 2, 1), base_channels=4, levels=1, device="cpu", seed=3)
+    train = TrainConfig(mode="slack", warmup_steps=2, batch=2, crop=16, history=16)
+    movie = np.concatenate([noise_stack] * 4)
+    runs = {}
+    for overflow in ("drop", "block"):
+        path = tmp_path / f"{overflow}.h5"
+        status, _ = run_engine(ArrayStream(movie, fps=400), model, train, path=path,
+                               runtime=RuntimeConfig(queue=64, overflow=overflow, max_latency_ms=1e-3))
+        with h5py.File(path, "r") as f:
+            rows = f["frames/index"][:]
+            gaps = [(int(a), int(n)) for a, n, r in zip(f["gaps/first_index"][:], f["gaps/count"][:], f["gaps/reason"][:])]
+        runs[overflow] = (status, rows, gaps)
+    status, rows, gaps = runs["drop"]
+    assert status.dropped > 0 and status.processed + status.dropped == len(movie)
+    in_gaps = {a + k for a, n in gaps for k in range(n)}
+    assert sorted([*rows.tolist(), *in_gaps]) == list(range(len(movie))), (rows.tolist(), gaps)
+    status, rows, _ = runs["block"]
+    assert status.dropped == 0 and len(rows) == len(movie)
