@@ -34,6 +34,7 @@ import torch
 from lagsplit.engine.nets import precision_label
 
 from .benchmarks_md import cpu_isa, machine, update_section
+from .environ import environ
 
 LIVE_FPS = 20.0  # the camera rate of the live run at sizes up to 512 px
 COMPONENTS_LIVE_MAX = 512  # sizes up to this also get a live run with the components written
@@ -276,20 +277,11 @@ def run_speed(sizes: list[int], frames: int, overrides: list[str], live_fps: flo
         raise ValueError(f"--isa {isa!r}: only 'avx2' can be emulated")
     results = []
     ctx = multiprocessing.get_context("spawn")
-    env = AVX2_ENV if isa else {}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # read by the spawned processes as torch loads
-    try:
+    with environ(AVX2_ENV if isa else {}):  # read by the spawned processes as torch loads
         for size in sizes:  # the long run at the largest size only
             with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
                 results.append(pool.submit(measure_size, size, frames, overrides, live_fps,
                                            soak if size == max(sizes) else 0).result())
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     cmd = f"lagsplit bench speed --sizes {','.join(map(str, sizes))} --frames {frames}"
     cmd += "".join(f" --set {o}" for o in overrides) + (f" --fps {live_fps:g}" if live_fps else "")
     cmd += (f" --soak {soak}" if soak else "") + (f" --isa {isa}" if isa else "")

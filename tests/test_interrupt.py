@@ -59,6 +59,13 @@ def test_ctrl_c_while_the_run_starts_up_says_nothing_was_written_and_leaves_noth
     stack = _stack(tmp_path)
     out = tmp_path / "out" / "run.h5"
     proc = _lagsplit("replay", str(stack), "--out", str(out), *FAST_CLI, cwd=tmp_path)
+    _interrupt_start_up(proc)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["stack.tif"]  # no file, checkpoint or folder
+
+
+def _interrupt_start_up(proc: subprocess.Popen) -> None:
+    """SIGINT to ``proc`` once it imports torch (its start-up, seconds before a first frame);
+    it must exit 130 with the "nothing written" line last and no traceback."""
     try:
         deadline = time.monotonic() + 120
         while not _loads_torch(proc):
@@ -70,7 +77,6 @@ def test_ctrl_c_while_the_run_starts_up_says_nothing_was_written_and_leaves_noth
         stdout, stderr = _finish(proc)
     assert proc.returncode == 130, (stdout, stderr)
     assert stderr.strip().splitlines()[-1] == STOPPED_AT_START and "Traceback" not in stderr, stderr
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["stack.tif"]  # no file, checkpoint or folder
 
 
 def test_ctrl_c_after_the_run_was_built_releases_it_and_removes_its_output_folder(tmp_path, monkeypatch):
@@ -114,15 +120,5 @@ def test_ctrl_c_once_the_run_waits_for_its_first_frame_stops_it_and_says_nothing
 @LINUX_MAPS
 def test_ctrl_c_while_the_demo_starts_up_says_nothing_was_written_and_leaves_nothing(tmp_path):
     proc = _lagsplit("demo", "--set", "source.frames=12", "--set", "source.size=32", *FAST_CLI, cwd=tmp_path)
-    try:
-        deadline = time.monotonic() + 120
-        while not _loads_torch(proc):
-            assert proc.poll() is None, f"the demo ended before its start-up was interrupted: {proc.communicate()}"
-            assert time.monotonic() < deadline, "the demo never started importing torch"
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGINT)
-    finally:
-        stdout, stderr = _finish(proc)
-    assert proc.returncode == 130, (stdout, stderr)
-    assert stderr.strip().splitlines()[-1] == STOPPED_AT_START and "Traceback" not in stderr, stderr
+    _interrupt_start_up(proc)
     assert not list(tmp_path.iterdir())  # no out/ folder, file or figure

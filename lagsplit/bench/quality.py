@@ -18,11 +18,9 @@ that, and the results go to a section of their own (:func:`section_name`).
 from __future__ import annotations
 
 import multiprocessing
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from lagsplit.engine.detail import bin_factor
 from lagsplit.engine.nets import precision_label
 
 from ..config import merge_settings
+from ..environ import environ
 from ..figure import panel_figure
 from ..metrics import frame_errors, nrmse, recovery_frames
 from .baselines import RobustPCA, online_grid
@@ -414,20 +413,9 @@ def run_scene(name: str, frames: int, size: int, seed: int, steps: int, baseline
                        start, warm, name in BIAS_SCENES, noise_floors(scene, first, max(m.windows), visited))
 
 
-@contextmanager
 def single_threaded_env():
     """Worker processes started inside start with one BLAS/OpenMP thread each."""
-    keys = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({k: "1" for k in keys})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return environ(dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1"))
 
 
 def run_quality(scenes: Sequence[str] | None = None, frames: int = 300, size: int = 128, seed: int = 1,
