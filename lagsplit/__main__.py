@@ -1,4 +1,4 @@
 """``python -m lagsplit`` is the ``lagsplit`` command."""
-from .cli import main
+from .entry import main
 
 main()

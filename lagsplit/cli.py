@@ -13,6 +13,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from . import __version__
+from .entry import STOPPED_AT_START
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Split a live microscope stream into slow and fast components.")
@@ -62,7 +63,6 @@ def _dry(cfg) -> None:
     raise typer.Exit(0)
 
 
-STOPPED_AT_START = "stopped by SIGINT before the first frame; nothing written"
 
 
 @contextmanager

@@ -122,3 +122,24 @@ def test_ctrl_c_while_the_demo_starts_up_says_nothing_was_written_and_leaves_not
     proc = _lagsplit("demo", "--set", "source.frames=12", "--set", "source.size=32", *FAST_CLI, cwd=tmp_path)
     _interrupt_start_up(proc)
     assert not list(tmp_path.iterdir())  # no out/ folder, file or figure
+
+
+def test_ctrl_c_while_the_command_line_itself_loads_says_nothing_was_written(monkeypatch, capsys):
+    """The console script imports typer and rich under its own guard (lagsplit/entry.py)."""
+    import importlib.abc
+    import sys
+
+    from lagsplit import entry
+
+    class Interrupted(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "lagsplit.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "lagsplit.cli")
+    monkeypatch.setattr(sys, "meta_path", [Interrupted(), *sys.meta_path])
+    with pytest.raises(SystemExit) as stop:
+        entry.main()
+    assert stop.value.code == 130
+    assert capsys.readouterr().err.strip() == STOPPED_AT_START
