@@ -244,11 +244,14 @@ class Cascade:
         xw = bin_frame(frame, self.factor)  # ADU on the working grid
         gain_full = None
         if self.bleach.enabled:
-            # the fading divided out (engine/bleach.py); an invalid frame keeps the last gain
-            if valid or self._gain is None:
+            # the fading divided out (engine/bleach.py); an invalid frame keeps the last gain,
+            # and before the first valid frame (the reference: a blank or saturated frame
+            # would pin every gain at its clamp) there is no fading yet
+            if valid:
                 self._gain = self.bleach.gain(xw)
-            xw = xw / self._gain
-            gain_full = self._gain if self.fine is None else self.bleach.map(self.shape)
+            if self._gain is not None:
+                xw = xw / self._gain
+                gain_full = self._gain if self.fine is None else self.bleach.map(self.shape)
         xw = (xw - off) / scale
         # the fine detail's input: the full-resolution frame in ADU, the fading divided out
         y = None
@@ -427,12 +430,10 @@ class Cascade:
         missing = [k for k in ("lags", "model", "nets", "stage_steps") if not isinstance(state, dict) or k not in state]
         if missing:
             raise ValueError(f"weights file {path} lacks {', '.join(missing)}: not a file written by `lagsplit pretrain`")
-        mine = self.cfg.model_dump(mode="json")
-        defaults = type(self.cfg)().model_dump(mode="json")
-        for key in (k for k in NETWORK_SETTINGS if k in mine):  # a setting ModelConfig lacks is not compared
-            saved = state["model"].get(key, defaults[key])  # a file older than the setting had its default
-            if saved != mine[key]:
-                raise ValueError(f"weights in {path} have model.{key} = {saved!r}, this run uses {mine[key]!r}")
+        differs = network_mismatch(state["model"], self.cfg)
+        if differs is not None:
+            key, saved, mine = differs
+            raise ValueError(f"weights in {path} have model.{key} = {saved!r}, this run uses {mine!r}")
         nets, steps = state["nets"], list(state["stage_steps"])
         if len(nets) != len(self.nets) or len(steps) != len(self.nets):
             raise ValueError(f"weights file {path} holds {len(nets)} networks, this run has {len(self.nets)}")
@@ -452,5 +453,20 @@ class Cascade:
 
 
 # Model settings that change what the networks compute: weights are loaded only into a
-# cascade that agrees on every one of them (read from ModelConfig; see Cascade.load).
+# cascade that agrees on every one of them (read from ModelConfig; see network_mismatch).
 NETWORK_SETTINGS = ("lags", "base_channels", "levels", "windows", "clip", "slow_skip", "work_size")
+
+
+def network_mismatch(saved: dict, cfg: ModelConfig) -> tuple[str, object, object] | None:
+    """The first of NETWORK_SETTINGS on which the model settings ``saved`` with weights or a
+    run file (JSON, as ``model_dump(mode="json")`` writes them) differ from ``cfg``: (name,
+    saved value, this run's), or None when they agree. The one rule for weights files,
+    checkpoints and resumed runs: a setting missing from ``saved`` (written before the
+    setting existed) had its default."""
+    mine = cfg.model_dump(mode="json")
+    defaults = type(cfg)().model_dump(mode="json")
+    for key in NETWORK_SETTINGS:
+        value = saved.get(key, defaults[key])
+        if value != mine[key]:
+            return key, value, mine[key]
+    return None

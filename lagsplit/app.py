@@ -17,7 +17,7 @@ import numpy as np
 
 from lagsplit.adapters.sources import ReplaySource, WatchSource, build_adapter
 from lagsplit.adapters.stacks import open_stack, split_h5_path
-from lagsplit.engine.cascade import NETWORK_SETTINGS, Cascade, resolve_device
+from lagsplit.engine.cascade import Cascade, network_mismatch, resolve_device
 from lagsplit.engine.checkpoint import Checkpointer, UnusableCheckpoint, checkpoint_path, load_checkpoint
 from lagsplit.engine.contracts import Adapter, Sink
 from lagsplit.engine.engine import Engine
@@ -155,12 +155,11 @@ def plan_resume(cfg: Config) -> ResumePlan | None:
                             f"the file is left as it was") from exc
     if writer_alive(state):
         raise OutputRefused(f"cannot resume {out}: process {state.writer[1]} is writing it now")
-    saved = state.config.get("model", {})
-    mine = cfg.model.model_dump(mode="json")
-    for key in NETWORK_SETTINGS:
-        if key in saved and key in mine and saved[key] != mine[key]:
-            raise OutputRefused(f"cannot resume {out}: it was written with model.{key} = {saved[key]!r}, this run "
-                                f"uses {mine[key]!r}; the file is left as it was")
+    differs = network_mismatch(state.config.get("model", {}), cfg.model)
+    if differs is not None:
+        key, saved, mine = differs
+        raise OutputRefused(f"cannot resume {out}: it was written with model.{key} = {saved!r}, this run "
+                            f"uses {mine!r}; the file is left as it was")
     shape = dtype = None
     src = cfg.source
     if isinstance(src, ReplaySource):

@@ -328,3 +328,35 @@ def test_a_checkpoint_never_holds_half_a_training_step(tmp_path, small_model, fi
     with torch.no_grad():
         weight.add_(5.0)  # the trainer goes on: the checkpoint does not change with it
     assert torch.equal(next(iter(state["train_nets"][0].values())), at_save)
+
+
+def test_a_network_setting_the_file_does_not_record_counts_as_its_default_in_every_check(tmp_path, noise_stack):
+    """A file (or weights file) from before a setting existed had its default: one rule for
+    resuming a run and for loading weights (engine/cascade.network_mismatch)."""
+    import json
+
+    import torch
+
+    from lagsplit.engine.cascade import Cascade, network_mismatch
+    from lagsplit.engine.config import ModelConfig
+
+    src, out = _first_run(tmp_path, noise_stack)
+    with h5py.File(out, "r+") as f:  # as written before model.clip existed
+        config = json.loads(f.attrs["config"])
+        del config["model"]["clip"]
+        f.attrs["config"] = json.dumps(config)
+    res = CliRunner().invoke(app, ["replay", str(src), "--out", str(out), "--resume", *FAST_CLI,
+                                   "--set", "model.clip=3.0"])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and "model.clip = 2.0, this run uses 3.0" in text, text
+
+    model = ModelConfig(lags=(4, 2, 1), base_channels=4, levels=1, clip=3.0)
+    state = Cascade(model, 16, 5).state()
+    saved = dict(state["model"])
+    del saved["clip"]
+    assert network_mismatch(saved, model) == ("clip", 2.0, 3.0)
+    assert network_mismatch(saved, model.model_copy(update={"clip": 2.0})) is None
+    weights = tmp_path / "w.pt"
+    torch.save({**state, "model": saved}, weights)
+    with pytest.raises(ValueError, match=r"model\.clip = 2\.0, this run uses 3\.0"):
+        Cascade(model, 16, 5).load(str(weights))
