@@ -76,6 +76,7 @@ class StageOutput:
     residual: torch.Tensor | None
     warmup: bool
     gain: torch.Tensor | None = None  # the fading of this frame (engine/bleach.py), None when off
+    gate: torch.Tensor | None = None  # the share of the network's correction in slow (0-d); None: no network used
 
 
 class CorrectionGate:
@@ -107,6 +108,11 @@ class CorrectionGate:
         """The gain in use (read from the device: checkpoints, not the per-frame path)."""
         return float(self._value)
 
+    @property
+    def current(self) -> torch.Tensor:
+        """The gain in use, as the 0-d tensor on the frames' device (no copy to the host)."""
+        return self._value
+
     @value.setter
     def value(self, v: float) -> None:
         self._value = torch.tensor(float(v), device=self.gains.device)
@@ -121,6 +127,9 @@ class CorrectionGate:
         self.loss = self.decay * self.loss + errors
         self._value = self.gains.index_select(0, self.loss.argmin().reshape(1)).reshape(())
         return out
+
+
+_WHOLE = torch.ones(())  # the share of the network in slow where no gate scales it
 
 
 class Cascade:
@@ -271,12 +280,15 @@ class Cascade:
         if self.fine is not None and valid:
             self.fine.update(y, self.features.noise(), self.norm.scale)
         use_net = self.warm and pos >= self.first_target(0) and pos >= self.settle_until
+        gate = None
         nets = self.infer_nets or self.nets
         if use_net:
             self.early.skip()
             inputs = self.frame_inputs(0, pos)
             slow = self._run(nets[0], inputs)
+            gate = _WHOLE  # without a gate, all of the network's slow is used
             if self.gate is not None:
+                gate = self.gate.current  # the share this frame's slow uses (apply moves on to the next)
                 slow = self.gate.apply(inputs[0, nets[0].skip_channel], slow, xw)
         else:
             # warm-up, or settling after a sudden change: the best of a few simple causal
@@ -302,7 +314,7 @@ class Cascade:
         t2 = self.clock()
         comps_full = [slow_full, *(self._up(c) for c in comps[1:])] if self.stages > 1 else []
         self.stage_seconds = (t1 - t0) + (self.clock() - t2)
-        return StageOutput(pos, slow_full, comps_full, None, warmup=not use_net, gain=gain_full)
+        return StageOutput(pos, slow_full, comps_full, None, warmup=not use_net, gain=gain_full, gate=gate)
 
     def _run(self, net: LagUNet, inputs: torch.Tensor) -> torch.Tensor:
         """One network on one frame's inputs (1, C, H, W), in ``self.precision`` -> (H, W) float32."""

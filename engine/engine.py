@@ -120,6 +120,7 @@ class Engine:
         self.shedder = Shedder(self.rt.max_latency_ms, enabled=False)
         self._shed_logged: tuple[str, ...] = ()
         self._hold_training = False  # no training step in the slack: frames come out late (2.1)
+        self._gate = float("nan")  # the last frame's share of the network's correction
 
     # ---- public -----------------------------------------------------------------------------
     def run(self) -> Status:
@@ -210,6 +211,7 @@ class Engine:
                 loss=tuple(self.trainer.last_loss),
                 model_version=self.trainer.version,
                 warmup=self._warmup,
+                gate=self._gate,
                 last_index=self._last_index,
                 error=self._error,
                 preview=self._preview,
@@ -478,11 +480,12 @@ class Engine:
         if len(self.cascade.changes) > seen:
             self._report_change(out.position, frame.index)
         slow, fast, comps, resid = self.cascade.to_adu(out, arr, self.components)
+        gate = float(out.gate) if out.gate is not None else float("nan")  # read once slow is on the host
         latency = (self.clock() - frame.arrival) * 1000.0 if frame.arrival else 0.0
         return Decomposition(
             index=frame.index, timestamp=frame.timestamp, raw=arr, slow=slow, fast=fast, components=comps,
             residual=resid, model_version=self.trainer.version, warmup=out.warmup, latency_ms=latency, flags=flags,
-            shed=bits_of(shed),
+            shed=bits_of(shed), gate=gate,
         )
 
     def _report_flags(self, index: int, flags: int) -> None:
@@ -516,6 +519,7 @@ class Engine:
             self._latency.add(result.latency_ms)
             self._last_index = result.index
             self._warmup = result.warmup
+            self._gate = result.gate
             if preview and now - self._last_preview_t >= self.preview_every_s:
                 self._preview = self._make_preview(result)
                 self._last_preview_t = now

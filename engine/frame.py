@@ -44,6 +44,7 @@ class Decomposition:
     latency_ms: float = 0.0
     flags: int = 0  # what was wrong with the frame (contracts.FRAME_FLAGS: non-finite, blank, saturated)
     shed: int = 0  # optional work skipped for it to hold the latency bound (engine/shedding.SHED_BITS)
+    gate: float = float("nan")  # share of the slow network's correction in slow (NaN: no network used)
 
     @property
     def nbytes(self) -> int:

@@ -29,7 +29,8 @@ log = logging.getLogger("lagsplit.hdf5")
 
 GAP_REASONS = ("dropped", "rejected", "missing", "not processed")  # /gaps/reason: the position in this tuple
 FRAME_COLUMNS = (("index", np.int64), ("timestamp", np.float64), ("model_version", np.int64), ("warmup", np.uint8),
-                 ("latency_ms", np.float32), ("flags", np.uint8), ("shed", np.uint8))  # /frames/<name>, one value per row
+                 ("latency_ms", np.float32), ("flags", np.uint8), ("shed", np.uint8),
+                 ("gate", np.float32))  # /frames/<name>, one value per row
 RESUME_COLUMNS = (("row", np.int64), ("after_index", np.int64), ("time", np.float64), ("model_version", np.int64))
 MIN_FREE_BYTES = 16 * 2**20
 
@@ -301,9 +302,10 @@ class HDF5Sink:
         for name in per_frame_datasets(f):
             if f[name].shape[0] != rows:
                 f[name].resize(rows, axis=0)
-        for name, dt in FRAME_COLUMNS:  # a column this version writes and the file lacks: zeros so far
+        for name, dt in FRAME_COLUMNS:  # a column this version writes and the file lacks: zeros so far (gate: NaN, unknown)
             if name not in f["frames"]:
-                f["frames"].create_dataset(name, (rows,), dt, maxshape=(None,), chunks=(1024,))
+                f["frames"].create_dataset(name, (rows,), dt, maxshape=(None,), chunks=(1024,),
+                                           fillvalue=np.nan if name == "gate" else 0)
         self.rows = rows
         self._train_rows = min(f["train/step"].shape[0], f["train/loss"].shape[0])
         for name in ("train/step", "train/loss"):
@@ -359,6 +361,7 @@ class HDF5Sink:
         rows += [("frames/timestamp", r.timestamp), ("frames/model_version", r.model_version),
                  ("frames/warmup", int(r.warmup)), ("frames/latency_ms", r.latency_ms),
                  ("frames/flags", getattr(r, "flags", 0)), ("frames/shed", getattr(r, "shed", 0)),
+                 ("frames/gate", getattr(r, "gate", np.nan)),
                  ("frames/index", r.index)]  # the index last: a row with its index is whole
         self._write_row(n, rows)
         self.rows = n + 1

@@ -84,7 +84,8 @@ def render(st: Status, width: int = 24) -> Group:
               f"sink errors {_count(st.sink_errors)}   not processed {_count(st.not_processed)}   resumes {st.resumes}")
     losses = "  ".join(f"L{lag}: {_fmt(loss, digits=3)}" for lag, loss in zip(st.lags, st.loss))
     t.add_row("training", f"{_fmt(st.train_rate_hz)} steps/s, {_count(st.train_skipped)} skipped", "loss", losses)
-    t.add_row("model", f"v{st.model_version}" + ("  [yellow]warm-up[/]" if st.warmup else ""), "frame",
+    t.add_row("model", f"v{st.model_version}" + ("  [yellow]warm-up[/]" if st.warmup else "")
+              + f"  gate {gate_text(st.gate)}", "frame",
               "-" if st.last_index is None else str(st.last_index))
     parts: list = [t]
     if st.waiting:
@@ -104,6 +105,11 @@ def render(st: Status, width: int = 24) -> Group:
                      half_blocks(pv.fast, width, "fast", 0.0, fhi))
         parts.append(grid)
     return Group(Panel(Group(*parts), title=f"lagsplit · {st.source}", border_style="blue"))
+
+
+def gate_text(gate: float) -> str:
+    """The share of the slow network's correction in slow, e.g. "0.75" ("-": statistics only)."""
+    return "-" if math.isnan(gate) else f"{gate:.2f}"
 
 
 def _count(n: int) -> str:
@@ -158,7 +164,7 @@ def log_line(st: Status) -> str:
         f"frames {st.processed}/{st.received} in {_fmt(st.in_rate_hz)}/s out {_fmt(st.out_rate_hz)}/s "
         f"queue {st.queue_depth}/{st.queue_capacity} latency p50 {_fmt(st.latency_p50_ms)} ms p99 {_fmt(st.latency_p99_ms)} ms "
         f"dropped {st.dropped} rejected {st.rejected} gaps {st.gaps} | train {_fmt(st.train_rate_hz)} steps/s "
-        f"v{st.model_version}{' warm-up' if st.warmup else ''} loss {losses} | {st.device}"
+        f"v{st.model_version}{' warm-up' if st.warmup else ''} gate {gate_text(st.gate)} loss {losses} | {st.device}"
         + (f" | {progress(st)}" if st.total else "")
         + (f" | {Text.from_markup(shedding(st)).plain}" if shedding(st) else "")
         + (f" | {st.waiting}" if st.waiting else "")

@@ -76,6 +76,7 @@ class Status:
     already_done: int = 0  # frames a resumed run skipped because the file holds them
     total: int | None = None  # frames the source will deliver, when it knows (a replay: AdapterHooks.total)
     live: bool = False  # frames come at the acquisition's pace (AdapterHooks.live) or may be dropped
+    gate: float = math.nan  # the last frame's share of the slow network's correction (NaN: none used)
     waiting: str | None = None  # what the source is waiting for, e.g. "no sender connected to ..." (AdapterHooks.waiting)
     shedding: tuple[str, ...] = ()  # optional work skipped now to hold the latency bound (engine/shedding.py)
     max_latency_ms: float = 0.0  # that bound (0: none, e.g. a replay as fast as possible)

@@ -15,6 +15,15 @@ from lagsplit.engine.hdf5_sink import GAP_REASONS, committed_rows, read_counters
 from lagsplit.engine.superblock import open_for_write
 
 
+def gate_summary(gate: np.ndarray) -> dict:
+    """How much of the slow network's correction slow used (/frames/gate): the rows that
+    used the network, the mean share over them, and how many rows had each share."""
+    used = gate[np.isfinite(gate)]
+    values, counts = np.unique(used, return_counts=True)
+    return {"rows": int(len(used)), "mean": float(used.mean()) if len(used) else None,
+            "shares": {f"{v:g}": int(n) for v, n in zip(values, counts)}}
+
+
 def summarize(path: str | Path) -> dict:
     """The facts ``inspect`` prints, as a dict (also used by tests)."""
     flagged = open_for_write(path)
@@ -31,6 +40,7 @@ def summarize(path: str | Path) -> dict:
         steps = f["train/step"][:]
         lags = [int(x) for x in f.attrs["lags"]]
         flags = f["frames/flags"][:] if "frames/flags" in f else np.zeros(0, np.uint8)
+        gate = f["frames/gate"][:] if "frames/gate" in f else np.zeros(0, np.float32)
         resumes = []
         if "resumes" in f:
             rs = f["resumes"]
@@ -63,6 +73,7 @@ def summarize(path: str | Path) -> dict:
             "latency_ms_p99": float(np.percentile(lat, 99)) if len(lat) else None,
             "counters": read_counters(f),
             "flagged": {name: int(np.count_nonzero(flags & bit)) for name, bit in FRAME_FLAGS.items()},
+            "gate": gate_summary(gate),
             "resumes": resumes,
             "open_for_write": flagged,
             "whole_rows": committed_rows(f),
@@ -97,6 +108,10 @@ def print_summary(path: str | Path, console: Console | None = None, show_config:
     t.add_row("warm-up frames", str(s["warmup_frames"]))
     mv = s["model_versions"]
     t.add_row("model versions", "-" if mv is None else f"{mv[0]} .. {mv[1]} ({s['train_steps']} training steps)")
+    g = s["gate"]
+    t.add_row("network's share", "not used (slow from statistics on every row)" if not g["rows"] else
+              f"mean {g['mean']:.2f} over {g['rows']} rows using the slow network; rows by share: "
+              + ", ".join(f"{k}: {n}" for k, n in g["shares"].items()))
     t.add_row("final loss", "  ".join(f"lag {k}: {'-' if v is None else f'{v:.4f}'}" for k, v in s["final_loss"].items()))
     if s["latency_ms_p50"] is not None:
         t.add_row("latency", f"p50 {s['latency_ms_p50']:.1f} ms, p99 {s['latency_ms_p99']:.1f} ms")

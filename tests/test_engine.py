@@ -344,3 +344,28 @@ def test_a_source_that_cannot_open_fails_cleanly_and_closes_every_sink(small_mod
     with pytest.raises(OSError, match="camera not found"):
         run_engine(Unopenable(np.zeros((3, 4, 4))), small_model, fixed_train, sinks=[sink])
     assert sink.closed
+
+
+def test_every_row_records_how_much_of_the_network_slow_used(tmp_path, noise_stack, small_model, fixed_train):
+    """/frames/gate: NaN on rows whose slow came from statistics (warm-up), the gate's share
+    (one of 0, 1/4 ... 1) where the slow network was used; the status, the monitor and
+    inspect show it."""
+    from lagsplit.engine.cascade import CorrectionGate
+    from lagsplit.engine.monitor import log_line
+
+    path = tmp_path / "run.h5"
+    status, cascade = run_engine(ArrayStream(noise_stack), small_model, fixed_train, path=path)
+    with h5py.File(path, "r") as f:
+        gate, warm = f["frames/gate"][:], f["frames/warmup"][:].astype(bool)
+    assert warm.any() and (~warm).any()
+    assert np.isnan(gate[warm]).all()
+    assert set(gate[~warm].tolist()) <= set(CorrectionGate.GAINS)
+    assert status.gate == gate[-1] and f"gate {gate[-1]:.2f}" in log_line(status)
+    summary = summarize(path)["gate"]
+    assert summary["rows"] == int((~warm).sum()) and sum(summary["shares"].values()) == summary["rows"]
+
+    ungated = small_model.model_copy(update={"gate_decay": 0.0})  # the network's slow used whole
+    _, _ = run_engine(ArrayStream(noise_stack), ungated, fixed_train, path=tmp_path / "ungated.h5")
+    with h5py.File(tmp_path / "ungated.h5", "r") as f:
+        gate, warm = f["frames/gate"][:], f["frames/warmup"][:].astype(bool)
+    assert (gate[~warm] == 1.0).all() and np.isnan(gate[warm]).all()
