@@ -1,5 +1,6 @@
 """The methods lagsplit is compared with, each a thin wrapper round the library that
-implements it (OpenCV, scikit-learn, tensorly): nothing is re-implemented here.
+implements it (OpenCV, scikit-learn, tensorly); the one no package implements, online
+robust PCA, is written from its paper in orpca.py.
 
 Every online method is fed the movie one frame at a time, in order, and answers with
 its slow (background) estimate for that frame before it sees the next one, as a live
@@ -187,9 +188,11 @@ class RobustPCA:
 
 def online_grid(quick: bool = False) -> list[OnlineMethod]:
     """Every online baseline at every setting the benchmark tries (``quick``: one each)."""
+    from .orpca import OnlineRobustPCA
+
     if quick:
         return [RunningMedian(16), RunningMedian(16, 1.0), ExponentialAverage(0.05), MOG2(100),
-                IncrementalPCABackground(2)]
+                IncrementalPCABackground(2), OnlineRobustPCA(2)]
     grid: list[OnlineMethod] = []
     for w in (8, 16, 32):
         grid.append(RunningMedian(w))
@@ -198,4 +201,5 @@ def online_grid(quick: bool = False) -> list[OnlineMethod]:
     grid += [ExponentialAverage(a) for a in (0.02, 0.05, 0.1, 0.2)]
     grid += [MOG2(h) for h in (50, 100, 200)]
     grid += [IncrementalPCABackground(r) for r in (1, 2, 4)]
+    grid += [OnlineRobustPCA(r, s) for r in (2, 4) for s in (2.0, 4.0)]
     return grid

@@ -33,6 +33,7 @@ from ..figure import panel_figure
 from ..metrics import nrmse, slowness
 from .baselines import MOG2, ExponentialAverage, OnlineMethod, RunningMedian
 from .engine_method import bench_config, run_engine
+from .orpca import OnlineRobustPCA
 
 VTEST_PATHS = ("/usr/share/doc/opencv-doc/examples/data/vtest.avi",
                "/usr/share/doc/opencv-doc/examples/data/vtest.avi.gz")
@@ -161,7 +162,8 @@ def run_recording(rec: Recording, out_dir: Path | None, steps: int = 1) -> Recor
                                          nrmse(run.slow[keep], raw[keep])))
         w = min(8, max(2, t // 3))
         res.scores += _baseline_scores(rec.movie, keep, [RunningMedian(w), RunningMedian(w, 1.0),
-                                                         ExponentialAverage(0.1), MOG2(min(100, t))])
+                                                         ExponentialAverage(0.1), MOG2(min(100, t)),
+                                                         OnlineRobustPCA(2)])
     if out_dir is not None:
         frames = sorted({int(np.argmax(keep)) if keep.any() else t // 2, (t * 3) // 4, t - 1})
         res.figure = panel_figure(raw, run.slow, raw - run.slow, Path(out_dir) / f"recording_{rec.name}.png",
