@@ -19,6 +19,7 @@ from lagsplit.bench.baselines import (
 )
 from lagsplit.bench.engine_method import bench_config, run_engine
 from lagsplit.bench.levers import DEFAULT, Lever, LeverScore, LeversRun, load_levers
+from lagsplit.bench.orpca import OnlineRobustPCA
 from lagsplit.bench.quality import (
     LAGSPLIT,
     FamilyResult,
@@ -130,7 +131,8 @@ def test_online_baselines_are_causal():
     other[12:] = other[12:][::-1]
     for m1, m2 in [(RunningMedian(8), RunningMedian(8)), (RunningMedian(8, 1.0), RunningMedian(8, 1.0)),
                    (ExponentialAverage(0.1), ExponentialAverage(0.1)), (MOG2(20), MOG2(20)),
-                   (IncrementalPCABackground(2, 4), IncrementalPCABackground(2, 4))]:
+                   (IncrementalPCABackground(2, 4), IncrementalPCABackground(2, 4)),
+                   (OnlineRobustPCA(2), OnlineRobustPCA(2))]:
         a, b = m1.run(s.movie), m2.run(other)
         assert a.shape == s.movie.shape
         assert np.allclose(a[:12], b[:12]), m1.family
@@ -233,14 +235,23 @@ def test_bench_quality_quick_writes_the_table_and_a_figure(tmp_path):
     assert START in report and END in report
     rows = [line for line in report.splitlines() if line.startswith("| filaments |")]
     methods = {r.split("|")[2].strip() for r in rows}
-    assert {"lagsplit", "running median", "running median + blur", "exponential average", "OpenCV MOG2",
-            "incremental PCA", "robust PCA (offline) *"} <= methods
+    assert {"lagsplit", "lagsplit, statistics only", "running median", "running median + blur", "exponential average",
+            "OpenCV MOG2", "incremental PCA", "online robust PCA (OR-PCA)", "robust PCA (offline) *"} <= methods
     lag = next(r for r in rows if r.split("|")[2].strip() == "lagsplit")
     slow, slow_all, fast, f1 = (float(lag.split("|")[i].strip().strip("*")) for i in (4, 5, 6, 7))
     assert 0 < slow < 5 and 0 < slow_all < 5 and 0 < fast < 5 and 0 <= f1 <= 1
     assert "step(s)/frame" in lag
     assert "### From the first frame" in report and "### lagsplit against offline robust PCA" in report
     assert "Fast frame-mean bias" not in report  # filaments' sample does not fade
+    # the learned part beside the same engine with its networks off, and beside the best statistics
+    learned = report[report.index("### What the learned part adds"):]
+    stats = next(r for r in rows if r.split("|")[2].strip() == "lagsplit, statistics only")
+    row = next(line for line in learned.splitlines() if line.startswith("| filaments |"))
+    cells = [c.strip() for c in row.split("|")]
+    assert float(cells[2]) == slow and float(cells[3]) == float(stats.split("|")[4].strip().strip("*"))
+    assert float(cells[5]) == min(float(cells[3]), float(cells[4].split()[0]))
+    assert any(line.startswith("| mean |") for line in learned.splitlines())
+    assert "lowers the mean slow NRMSE by" in learned
     png = out / "quality_filaments.png"
     assert png.exists() and png.stat().st_size > 1000
 

@@ -39,6 +39,10 @@ from .engine_method import bench_config, run_engine
 from .spots import spot_f1
 
 LAGSPLIT = "lagsplit"
+STATS_ONLY = "lagsplit, statistics only"
+"""The same engine with ``train.mode = "off"``: slow from its window statistics alone (no
+network), to measure what the learned part adds."""
+OWN = (LAGSPLIT, STATS_ONLY)  # lagsplit's own rows, never counted as baselines
 
 SIZED_SCENES = ("filaments", "bleaching", "drift")
 """The scenes a run at a size other than 128 px plays unless told which: fine static
@@ -150,7 +154,7 @@ class SceneResult:
     def best_online(self, metric: str) -> FamilyResult:
         """The online baseline family best at ``metric``: 'slow', 'slow_all' (slow over all
         frames) or 'f1'."""
-        others = [f for f in self.families if f.online and f.family != LAGSPLIT]
+        others = [f for f in self.families if f.online and f.family not in OWN]
         if metric == "slow":
             return min(others, key=lambda f: f.slow.slow)
         if metric == "slow_all":
@@ -388,9 +392,14 @@ def run_scene(name: str, frames: int, size: int, seed: int, steps: int, baseline
     ceiling = score(scene.slow, scene, first, "true slow", "", visited=visited).f1
     log(f"  {name}: lagsplit slow {mine.slow:.3f} (all frames from {start}: {mine.slow_all:.3f}) / F1 {mine.f1:.3f} "
         f"({run.seconds:.0f} s)")
+    stats_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"mode": "off"})})
+    stats = run_engine(scene.movie, stats_cfg)
+    stats_only = score(stats.slow, scene, first, STATS_ONLY, "train.mode off", stats.seconds, start=start,
+                       visited=visited)
+    log(f"  {name}: statistics only slow {stats_only.slow:.3f} ({stats.seconds:.0f} s)")
     others = baselines()
     warm = warmup_result(run.warmup, start, mine, others, scene.slow)
-    scores = [mine, *(s for s in others if s.crop is None)]
+    scores = [mine, stats_only, *(s for s in others if s.crop is None)]
     crops = [s for s in others if s.crop is not None]
     for s in others:
         if not s.online:

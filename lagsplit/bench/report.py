@@ -8,7 +8,7 @@ import numpy as np
 
 from ..benchmarks_md import machine, update_section
 from .levers import DEFAULT, LeversRun
-from .quality import LAGSPLIT, SPOT_RECENT, QualityRun, SceneResult
+from .quality import LAGSPLIT, SPOT_RECENT, STATS_ONLY, QualityRun, SceneResult
 
 
 def markers(section: str) -> tuple[str, str]:
@@ -111,6 +111,39 @@ def _from_start_lines(run: QualityRun) -> list[str]:
               f"{len(rows)} scenes" + (f"; it does not on {', '.join(lost)}" if lost else "") + ". "
               f"On its warm-up frames it is no worse than the best causal baseline on {len(rows) - len(worse)} of "
               f"{len(rows)} scenes" + (f"; worse on {', '.join(worse)}" if worse else "") + ".", ""]
+    return lines
+
+
+def _learned_lines(run: QualityRun) -> list[str]:
+    """What the learned part adds: lagsplit's slow beside the same engine with the networks
+    off (``train.mode = "off"``), and beside the best statistics on each scene (the better
+    of that and the best online baseline), after warm-up, with their means over the scenes."""
+    rows = [r for r in run.scenes if any(f.family == STATS_ONLY for f in r.families)]
+    if not rows:
+        return []
+    lines = ["### What the learned part adds", "",
+             "Slow NRMSE after warm-up of lagsplit and of the same engine with its networks off "
+             "(`train.mode = \"off\"`: slow from its window statistics alone); best statistics: the better of that "
+             "and the best online baseline on the scene. gain: how much lower lagsplit's slow is than the best "
+             "statistics' (negative: higher).", "",
+             "| scene | lagsplit slow | statistics only | best online slow | best statistics | gain |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    mine, stats, best = [], [], []
+    for r in rows:
+        lag, off, online = r.get(LAGSPLIT).slow.slow, r.get(STATS_ONLY).slow.slow, r.best_online("slow")
+        floor = min(off, online.slow.slow)
+        mine.append(lag)
+        stats.append(off)
+        best.append(floor)
+        lines.append(f"| {r.name} | {_f(lag)} | {_f(off)} | {_f(online.slow.slow)} ({online.family}) | {_f(floor)} | "
+                     f"{_pct(1 - lag / floor)} |")
+    m, s, b = (float(np.mean(v)) for v in (mine, stats, best))
+    lines.append(f"| mean | {_f(m)} | {_f(s)} | | {_f(b)} | {_pct(1 - m / b)} |")
+    worse = [r.name for r, lag, floor in zip(rows, mine, best) if lag > 1.02 * floor]
+    lines += ["", f"Over the scenes the learned part lowers the mean slow NRMSE by {_pct(1 - m / s)} against the "
+              f"engine's statistics alone, and by {_pct(1 - m / b)} against the best statistics on each scene; "
+              f"lagsplit is worse than the best statistics by more than 2 % on "
+              + (", ".join(worse) if worse else "no scene") + ".", ""]
     return lines
 
 
@@ -361,6 +394,7 @@ def quality_markdown(run: QualityRun, recordings: str = "") -> str:
             word = "better" if ls < rs else "worse"
             lines += [f"lagsplit's mean slow NRMSE is {word} than offline {offline[0]}'s: {_f(ls)} against "
                       f"{_f(rs)} (F1 {_f(lf)} against {_f(rf)}).", ""]
+    lines += _learned_lines(run)
     losing = [r for r in run.scenes if "loses" in verdict(r)]
     if losing:
         lines += ["Where lagsplit loses, and why:", ""]
