@@ -19,7 +19,7 @@ from .cascade import Cascade
 from .config import RuntimeConfig
 from .contracts import COUNTER_NAMES, FRAME_FLAGS, Adapter, RunInfo, Sink, check_adapter, check_sink, hook
 from .frame import Decomposition, Frame
-from .shedding import LATENCY_SHARE, SHED_LABELS, Shedder, bits_of, status_counts, summary
+from .shedding import SHED_LABELS, Shedder, bits_of, status_counts, summary
 from .status import FinishReason, LatencyStats, Preview, RateMeter, RunState, Status
 from .trainer import OnlineTrainer
 
@@ -116,8 +116,11 @@ class Engine:
         self._warmup = True
         self._dropped_seen = 0  # dropped frames when the worker last looked
         self._behind_warned_t = -1e9
-        # which optional work to skip to hold a live run's latency bound (set up by start())
-        self.shedder = Shedder(self.rt.max_latency_ms, enabled=False)
+        # which optional work to skip to hold a live run's latency bound: training steps a
+        # frame waits for (slack mode), the component stages (when asked for), previews
+        parts = ("train",) * (trainer.cfg.mode == "slack") + ("components",) * components + ("preview",)
+        self.shedder = Shedder(self.rt.max_latency_ms, enabled=self._live(), parts=parts)
+        cascade.clock = clock  # the cascade times its component stages with the engine's clock
         self._shed_logged: tuple[str, ...] = ()
         self._hold_training = False  # no training step in the slack: frames come out late (2.1)
         self._gate = float("nan")  # the last frame's share of the network's correction
@@ -145,11 +148,6 @@ class Engine:
                 self._state = RunState.FAILED
             raise
         self._set_state(RunState.RUNNING)
-        # what this run can shed: training steps a frame waits for (slack mode), the
-        # component stages (when asked for), previews
-        parts = ("train",) * (self.trainer.cfg.mode == "slack") + ("components",) * self.components + ("preview",)
-        self.shedder = Shedder(self.rt.max_latency_ms, enabled=self._live(), parts=parts)
-        self.cascade.clock = self.clock
         self.trainer.start()
         for target, name in ((self._source_loop, "source"), (self._worker_loop, "worker")):
             t = threading.Thread(target=target, name=f"lagsplit-{name}", daemon=True)
@@ -190,7 +188,7 @@ class Engine:
                 lags=self.cascade.lags,
                 elapsed_s=now - self._t0 if self._t0 else 0.0,
                 shedding=self.shedder.shedding,
-                waiting=self._adapter_waiting(),
+                waiting=self._ask_adapter("waiting", None),  # e.g. no sender connected
                 max_latency_ms=self.rt.max_latency_ms if self.shedder.enabled else 0.0,
                 received=counters["received"],
                 processed=counters["processed"],
@@ -323,7 +321,8 @@ class Engine:
         age = start - frame.arrival if frame.arrival else 0.0
         waiting = self._q.qsize()
         plan = self.shedder.plan(age, waiting)
-        if waiting and self._too_late(frame, age, plan):
+        if waiting and self.rt.overflow == "drop" and self.shedder.too_late(age, plan):
+            self._drop_late(frame)
             return
         shed = self._skipped(plan)
         result = self._decompose(frame, arr, shed)
@@ -333,7 +332,7 @@ class Engine:
         stages_s = self.cascade.stage_seconds if self.components else 0.0
         preview_s = self._account(result, preview="preview" not in shed)
         # with training shed, the trainer starts no step in the slack while frames come out late
-        self._hold_training = "train" in shed and result.latency_ms > LATENCY_SHARE * self.rt.max_latency_ms
+        self._hold_training = "train" in shed and self.shedder.late(result.latency_ms)
         t = self.clock()
         self._train(wait="train" not in shed)
         sh = self.shedder
@@ -343,29 +342,26 @@ class Engine:
                 sh.observe(part, seconds)
         owed = self.trainer.owed_seconds()  # timed by the trainer, in the slack too
         if owed is not None:
-            sh.observe("train", owed, first_known=True)
+            sh.set_cost("train", owed)
 
-    def _too_late(self, frame: Frame, age: float, plan: tuple[str, ...]) -> bool:
-        """Under the drop policy, a frame that has already waited past the latency bound while
-        every optional part is skipped, with newer frames queued behind it, is dropped
-        (counted, recorded as a gap): even the slow stage and the write cannot keep up, and
-        the frames after it come out sooner. The newest frame is always processed."""
-        sh = self.shedder
-        if not (self.rt.overflow == "drop" and sh.enabled and len(plan) == len(sh.parts) and age > sh.bound_s):
-            return False
+    def _drop_late(self, frame: Frame) -> None:
+        """Under the drop policy, a frame already past the latency bound with every optional
+        part skipped and newer frames queued behind it is dropped (counted, recorded as a
+        gap): even the slow stage and the write cannot keep up, and the frames after it come
+        out sooner. The newest frame is always processed."""
         with self._lock:
             self._counters["dropped"] += 1
             self._lost[frame.index] = "dropped"
-        return True
 
     def _skipped(self, plan: tuple[str, ...]) -> tuple[str, ...]:
         """Of the parts the shedder plans to skip, those this frame has work for (a preview
         only when one is due); counted, and changes logged."""
         due = {"preview": self.clock() - self._last_preview_t >= self.preview_every_s}
         shed = tuple(p for p in plan if due.get(p, True))
-        with self._lock:
-            for p in shed:
-                self._counters[f"shed_{p}"] += 1
+        if shed:
+            with self._lock:
+                for p in shed:
+                    self._counters[f"shed_{p}"] += 1
         self._log_shedding(plan)
         return shed
 
@@ -573,25 +569,20 @@ class Engine:
             np.array(r.fast[::step, ::step]),
         )
 
-    def _adapter_counters(self) -> dict[str, int]:
-        """What the adapter counts itself (its optional ``counters`` hook); {} without one."""
-        fn = hook(self.adapter, "counters")
+    def _ask_adapter(self, name: str, default):
+        """The answer of the adapter's optional hook ``name`` (called from any thread), or
+        ``default`` without the hook or when it fails: a status is never lost to it."""
+        fn = hook(self.adapter, name)
         if fn is None:
-            return {}
-        try:
-            return dict(fn())
-        except Exception:  # noqa: BLE001
-            return {}
-
-    def _adapter_waiting(self) -> str | None:
-        """What the source waits for (its optional ``waiting`` hook), e.g. a sender; None when nothing."""
-        fn = hook(self.adapter, "waiting")
-        if fn is None:
-            return None
+            return default
         try:
             return fn()
         except Exception:  # noqa: BLE001
-            return None
+            return default
+
+    def _adapter_counters(self) -> dict[str, int]:
+        """What the adapter counts itself (its optional ``counters`` hook); {} without one."""
+        return dict(self._ask_adapter("counters", {}))
 
     def _run_counters(self) -> dict[str, int]:
         """Every counter of COUNTER_NAMES for the run: the engine's own, with what the adapter

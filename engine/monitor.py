@@ -160,13 +160,14 @@ def progress(st: Status) -> str:
 def log_line(st: Status) -> str:
     """The plain one-line status for logs (no terminal)."""
     losses = " ".join(f"L{lag}={_fmt(loss, digits=3)}" for lag, loss in zip(st.lags, st.loss))
+    shed = Text.from_markup(shedding(st)).plain
     return (
         f"frames {st.processed}/{st.received} in {_fmt(st.in_rate_hz)}/s out {_fmt(st.out_rate_hz)}/s "
         f"queue {st.queue_depth}/{st.queue_capacity} latency p50 {_fmt(st.latency_p50_ms)} ms p99 {_fmt(st.latency_p99_ms)} ms "
         f"dropped {st.dropped} rejected {st.rejected} gaps {st.gaps} | train {_fmt(st.train_rate_hz)} steps/s "
         f"v{st.model_version}{' warm-up' if st.warmup else ''} gate {gate_text(st.gate)} loss {losses} | {st.device}"
         + (f" | {progress(st)}" if st.total else "")
-        + (f" | {Text.from_markup(shedding(st)).plain}" if shedding(st) else "")
+        + (f" | {shed}" if shed else "")
         + (f" | {st.waiting}" if st.waiting else "")
         + (f" | faults: {faults(st)}" if faults(st) else "")
     )

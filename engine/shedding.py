@@ -27,6 +27,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from .status import RunningMean
+
 SHED_ORDER = ("train", "components", "preview")
 # One bit per part, in the HDF5 file's /frames/shed (and Decomposition.shed).
 SHED_BITS = {name: 1 << i for i, name in enumerate(SHED_ORDER)}
@@ -69,26 +71,31 @@ class Costs:
 
     def __init__(self, parts: tuple[str, ...] = SHED_ORDER) -> None:
         self.parts = parts
-        self.seconds: dict[str, float | None] = dict.fromkeys(("frame", *parts))
-        self._seen: set[str] = set()
+        self._means = {p: RunningMean(COST_ALPHA, skip_first=True) for p in ("frame", *parts)}
+        self._given: dict[str, float] = {}  # parts whose cost is a running figure kept elsewhere
 
-    def observe(self, part: str, seconds: float, first_known: bool = False) -> None:
-        """A measurement of ``part``; ``first_known``: its first is already a fair one."""
-        if part not in self._seen and not first_known:
-            self._seen.add(part)
-            return
-        old = self.seconds[part]
-        self.seconds[part] = seconds if old is None else old + COST_ALPHA * (seconds - old)
+    @property
+    def seconds(self) -> dict[str, float | None]:
+        return {p: self._given.get(p, m.value) for p, m in self._means.items()}
+
+    def observe(self, part: str, seconds: float) -> None:
+        """A measurement of ``part`` for one frame."""
+        self._means[part].add(seconds)
+
+    def set(self, part: str, seconds: float) -> None:
+        """``part``'s cost as a running figure kept elsewhere (the trainer's step time)."""
+        self._given[part] = seconds
 
     def of_level(self, level: int) -> float:
         """Per-frame seconds when the first ``level`` of ``parts`` are skipped. A part not
         yet measured counts as free, except ``train``, which never fits before its cost is
         known: the first steps pay for allocations many times a step's time, and the
         trainer times its steps in the slack anyway."""
+        seconds = self.seconds
         kept = ("frame", *self.parts[level:])
-        if "train" in kept and self.seconds["train"] is None:
+        if "train" in kept and seconds["train"] is None:
             return math.inf
-        return sum(self.seconds[p] or 0.0 for p in kept)
+        return sum(seconds[p] or 0.0 for p in kept)
 
 
 class Shedder:
@@ -106,28 +113,41 @@ class Shedder:
         self.costs = Costs(self.parts)
         self.level = 0
         self._at_level = 0  # frames planned at the current level
-        self._interval: float | None = None  # running interval between the source's frames
+        self._interval = RunningMean(COST_ALPHA)  # between the source's frames
         self._last_arrival: float | None = None
 
     # ---- measurements -------------------------------------------------------------------------
     def arrived(self, t: float) -> None:
         """A frame arrived from the source at monotonic time ``t`` (the source thread)."""
         if self._last_arrival is not None and t > self._last_arrival:
-            dt = t - self._last_arrival
-            old = self._interval
-            self._interval = dt if old is None else old + COST_ALPHA * (dt - old)
+            self._interval.add(t - self._last_arrival)
         self._last_arrival = t
 
-    def observe(self, part: str, seconds: float, first_known: bool = False) -> None:
-        """``part`` of one frame's work took ``seconds`` (parts this run does not shed are
-        ignored); ``first_known``: a running figure whose first value is already fair."""
+    def observe(self, part: str, seconds: float) -> None:
+        """``part`` of one frame's work took ``seconds`` (parts this run does not shed are ignored)."""
         if part in self.costs.seconds:
-            self.costs.observe(part, seconds, first_known)
+            self.costs.observe(part, seconds)
+
+    def set_cost(self, part: str, seconds: float) -> None:
+        """``part``'s per-frame cost is ``seconds``, a running figure kept elsewhere (ignored
+        for a part this run does not shed)."""
+        if part in self.costs.seconds:
+            self.costs.set(part, seconds)
 
     @property
     def interval_s(self) -> float | None:
         """The source's running frame interval (None before two frames arrived)."""
-        return self._interval
+        return self._interval.value
+
+    def too_late(self, age_s: float, plan: tuple[str, ...]) -> bool:
+        """A frame that has waited past the bound while ``plan`` skips every optional part:
+        even the work never shed cannot keep up (under the drop policy it is dropped)."""
+        return self.enabled and len(plan) == len(self.parts) and age_s > self.bound_s
+
+    def late(self, latency_ms: float) -> bool:
+        """A frame came out later than the share of the bound the plan keeps for clearing
+        the queue (the trainer then starts no step in the slack while training is shed)."""
+        return latency_ms > LATENCY_SHARE * self.bound_s * 1000.0
 
     # ---- the plan -----------------------------------------------------------------------------
     def plan(self, age_s: float, waiting: int) -> tuple[str, ...]:
@@ -154,7 +174,8 @@ class Shedder:
         return len(self.parts)
 
     def _fits_interval(self, level: int, fill: float) -> bool:
-        return self._interval is None or self.costs.of_level(level) <= fill * self._interval
+        interval = self._interval.value
+        return interval is None or self.costs.of_level(level) <= fill * interval
 
     def _move(self, level: int) -> None:
         self.level = level

@@ -85,6 +85,25 @@ class Status:
     shed_preview: int = 0  # frames on which no preview was made
 
 
+class RunningMean:
+    """An exponential running mean with weight ``alpha`` for each new value; ``skip_first``
+    leaves the first value out (a first measurement that pays for allocations and the
+    kernels' first use, which later ones do not). ``value`` is None until one counts."""
+
+    def __init__(self, alpha: float, skip_first: bool = False) -> None:
+        self.alpha = alpha
+        self._skip = skip_first
+        self.value: float | None = None
+
+    def add(self, x: float) -> None:
+        if self._skip:
+            self._skip = False
+        elif self.value is None:
+            self.value = x
+        else:
+            self.value += self.alpha * (x - self.value)
+
+
 class RateMeter:
     """Events per second over the last ``window_s`` seconds."""
 

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from .cascade import Cascade
 from .config import TrainConfig
 from .nets import predict
+from .status import RunningMean
 
 log = logging.getLogger("lagsplit.trainer")
 RECENT_LOSSES = 32  # accepted losses per stage whose median a diverging loss is compared with
@@ -95,10 +96,9 @@ class OnlineTrainer:
         self._owed = 0  # steps the frames so far asked for (min_steps_per_frame each) not yet taken
         self._slack: Callable[[], bool] = lambda: True  # no frame waiting for the worker (from after_frame)
         self._done: list[StepResult] = []
-        # running seconds a step takes on this machine (None until a second step: the first
-        # pays for allocations), read with the cascade's clock
-        self.step_seconds: float | None = None
-        self._timed = 0
+        # running seconds a step takes on this machine (the first step, which pays for
+        # allocations, left out), read with the cascade's clock
+        self._step_time = RunningMean(STEP_TIME_ALPHA, skip_first=True)
 
     # ---- the training thread ----------------------------------------------------------------
     def start(self) -> None:
@@ -221,15 +221,13 @@ class OnlineTrainer:
             t = self.cascade.clock()
             res = self._step()
             if res is not None:
-                self._time_step(self.cascade.clock() - t)
+                self._step_time.add(self.cascade.clock() - t)
             return res
 
-    def _time_step(self, seconds: float) -> None:
-        self._timed += 1
-        if self._timed == 1:
-            return
-        old = self.step_seconds
-        self.step_seconds = seconds if old is None else old + STEP_TIME_ALPHA * (seconds - old)
+    @property
+    def step_seconds(self) -> float | None:
+        """The running time of a step on this machine (None until a second step)."""
+        return self._step_time.value
 
     def owed_seconds(self) -> float | None:
         """What the training steps a frame waits for cost it in slack mode (its owed steps

@@ -365,10 +365,19 @@ def run_speed(sizes: list[int], frames: int, overrides: list[str], live_fps: flo
 
 
 def _live_row(frame: str, precision: str, components: str, c: dict) -> str:
-    shed = c["shed"]
     return (f"| {frame} | {precision} | {components} | {c['fps_in']:g} /s | {c['processed']} | {c['dropped']} | "
-            f"{c['p50']:.0f} ms | {c['p99']:.0f} ms | {shed['train']} / {shed['components']} / {shed['preview']} | "
-            f"{c['first_net'] if c['first_net'] is not None else 'never'} | {c['steps']} | {c['tail_s']:.2f} s |")
+            f"{c['p50']:.0f} ms | {c['p99']:.0f} ms | {_shed_cell(c)} | {_first_net(c)} | {c['steps']} | "
+            f"{c['tail_s']:.2f} s |")
+
+
+def _shed_cell(c: dict) -> str:
+    """A live run's frames shed, "training / components / previews"."""
+    return " / ".join(str(c["shed"][p]) for p in ("train", "components", "preview"))
+
+
+def _first_net(c: dict) -> str:
+    """The first row a live run used its networks on ("never" when it did not)."""
+    return "never" if c["first_net"] is None else str(c["first_net"])
 
 
 def _halves(rss: list[tuple[int, float]], frames: int) -> tuple[list[float], list[float]]:
@@ -389,10 +398,8 @@ def _summary(results: list[dict], cmd: str) -> str:
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         for run in r["runs"]:
-            c, shed = run["c"], run["c"]["shed"]
+            c = run["c"]
             lines.append(f"| {r['size']}x{r['size']} | {run['precision']} | {c['fps_in']:g} /s | "
                          f"{c['processed']} / {c['dropped']} | {c['p50']:.0f} / {c['p99']:.0f} ms | "
-                         f"{shed['train']} / {shed['components']} / {shed['preview']} | "
-                         f"{c['first_net'] if c['first_net'] is not None else 'never'} | "
-                         f"{run['b']['fps']:.1f} /s | {r['mog2_fps']:.1f} /s |")
+                         f"{_shed_cell(c)} | {_first_net(c)} | {run['b']['fps']:.1f} /s | {r['mog2_fps']:.1f} /s |")
     return "\n".join(lines)
