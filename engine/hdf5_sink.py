@@ -174,6 +174,29 @@ def _compression(name: str) -> dict:
     return dict(hdf5plugin.Blosc(cname="lz4"))
 
 
+def check_place(path: Path, *, overwrite: bool, resume: bool) -> None:
+    """OutputError before a run starts when ``path`` cannot be written: its folder cannot be
+    made or written in, the output exists while neither ``overwrite`` nor ``resume`` is
+    given, an output to resume is not writable, or the disk has less than MIN_FREE_BYTES."""
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {parent}: {exc.strerror}") from exc
+    try:  # a file written and removed: permissions, a read-only mount, /proc (root included)
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".lagsplit-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write in output folder {parent}: {exc.strerror}") from exc
+    if resume and not os.access(path, os.W_OK):
+        raise OutputError(f"cannot resume {path}: it is not writable")
+    if path.exists() and not overwrite and not resume:
+        raise OutputError(f"{path} exists and output.overwrite is false")
+    free = shutil.disk_usage(parent).free
+    if free < MIN_FREE_BYTES:
+        raise OutputError(f"only {free / 2**20:.1f} MiB free at {parent}; need at least {MIN_FREE_BYTES // 2**20} MiB")
+
+
 class HDF5Sink:
     """Writes every decomposition it is given; nothing is dropped."""
 
@@ -199,25 +222,9 @@ class HDF5Sink:
 
     def preflight(self) -> None:
         """Fail before the run starts if the file cannot be written."""
-        parent = self.path.parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create output folder {parent}: {exc.strerror}") from exc
-        try:  # a file written and removed: permissions, a read-only mount, /proc (root included)
-            with tempfile.NamedTemporaryFile(dir=parent, prefix=".lagsplit-probe-"):
-                pass
-        except OSError as exc:
-            raise OutputError(f"cannot write in output folder {parent}: {exc.strerror}") from exc
-        if self.resume is not None and not os.access(self.path, os.W_OK):
-            raise OutputError(f"cannot resume {self.path}: the file is not writable")
-        if self.path.exists() and not self.cfg.overwrite and self.resume is None:
-            raise OutputError(f"{self.path} exists and output.overwrite is false")
+        check_place(self.path, overwrite=self.cfg.overwrite, resume=self.resume is not None)
         if self.path.is_dir():
             raise OutputError(f"output path {self.path} is a folder, not a file")
-        free = shutil.disk_usage(parent).free
-        if free < MIN_FREE_BYTES:
-            raise OutputError(f"only {free / 2**20:.1f} MiB free at {parent}; need at least {MIN_FREE_BYTES // 2**20} MiB")
 
     # ---- Sink ---------------------------------------------------------------------------------
     def setup(self, info: RunInfo) -> None:
@@ -315,7 +322,7 @@ class HDF5Sink:
         firsts = gaps["first_index"][:keep]
         while keep and resume.after is not None and firsts[keep - 1] > resume.after:
             keep -= 1
-        reopened = _reopened_counts(gaps["count"][keep:len(firsts)], gaps["reason"][keep:len(firsts)])
+        reopened = reopened_counts(gaps["count"][keep:len(firsts)], gaps["reason"][keep:len(firsts)])
         for name in ("first_index", "count", "reason"):
             gaps[name].resize(keep, axis=0)
         self._gap_rows = keep
@@ -513,7 +520,7 @@ def read_counters(f: h5py.File) -> dict[str, int]:
 _GAP_COUNTERS = {"dropped": "dropped", "rejected": "rejected", "not processed": "not_processed"}
 
 
-def _reopened_counts(counts: np.ndarray, reasons: np.ndarray) -> dict[str, int]:
+def reopened_counts(counts: np.ndarray, reasons: np.ndarray) -> dict[str, int]:
     """What the gap records a resume cuts (``counts`` frames each, ``reasons`` indices into
     GAP_REASONS) added to the file's counters: one ``gaps`` each, and their frames under the
     reason's counter and ``received``. The resumed run plays those frames again and counts

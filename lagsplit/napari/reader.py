@@ -1,8 +1,9 @@
-"""The napari reader of lagsplit HDF5 files (npe2 command ``lagsplit.read_run``).
+"""The napari reader of lagsplit runs, HDF5 files and OME-Zarr stores (npe2 command
+``lagsplit.read_run``).
 
 A run opens as image layers ``raw`` (grey), ``slow`` (green) and ``fast`` (magenta,
-additive over slow), time on the first axis, read lazily from the file (h5py datasets:
-napari reads the frame on screen, never the whole file), contrast from a sample of the
+additive over slow), time on the first axis, read lazily from the file (``RunFile`` arrays:
+napari reads the frame on screen, never the whole run), contrast from a sample of the
 data, and the pixel size and frame interval as the layers' scale where the run recorded
 them. A points layer ``frame`` labels each time point with its acquisition frame number,
 time, warm-up and the gap before it; every layer's metadata["lagsplit"] holds the same
@@ -12,22 +13,23 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import h5py
 import numpy as np
 
+from lagsplit.extras import ExtraMissing
 from lagsplit.run_file import (
     NotARunFile,
     Rows,
+    RunFile,
     Scale,
     contrast_limits,
     image_names,
+    is_run_path,
     open_run,
     read_counters_safe,
     read_rows,
     read_scale,
 )
 
-SUFFIXES = (".h5", ".hdf5")
 COLORMAPS = {"raw": "gray", "slow": "green", "fast": "magenta"}
 BLENDING = {"raw": "translucent", "slow": "translucent", "fast": "additive"}
 
@@ -35,18 +37,19 @@ LayerData = tuple[Any, dict, str]
 
 
 def get_reader(path: str | os.PathLike | list) -> Any:
-    """``read_run`` for one lagsplit .h5 / .hdf5 file; None for anything else (a foreign
-    HDF5 file, several files, a folder), so that other readers get it."""
+    """``read_run`` for one lagsplit .h5 / .hdf5 file or .ome.zarr store; None for anything
+    else (a foreign HDF5 file or Zarr store, several files, another folder), so that other
+    readers get it."""
     if isinstance(path, list | tuple):
         if len(path) != 1:
             return None
         path = path[0]
     path = os.fspath(path)
-    if not path.lower().endswith(SUFFIXES) or not os.path.isfile(path):
+    if not is_run_path(path):
         return None
     try:
         f = open_run(path)
-    except (OSError, NotARunFile):
+    except (OSError, NotARunFile, ExtraMissing):
         return None
     f.close()
     return read_run
@@ -60,7 +63,7 @@ def read_run(path: str | os.PathLike | list) -> list[LayerData]:
     return run_layers(f)
 
 
-def run_layers(f: h5py.File, rows: int | None = None) -> list[LayerData]:
+def run_layers(f: RunFile, rows: int | None = None) -> list[LayerData]:
     """Image layers over the first ``rows`` rows (all of them by default) of an open run
     file, then the ``frame`` label layer."""
     n = min(len(f[name]) for name in [*image_names(f), "frames/index"]) if rows is None else rows
@@ -113,10 +116,10 @@ def label_layer(facts: Rows, scale: Scale, meta: dict) -> LayerData:
     return coords, kwargs, "points"
 
 
-def run_metadata(f: h5py.File, facts: Rows, scale: Scale) -> dict:
+def run_metadata(f: RunFile, facts: Rows, scale: Scale) -> dict:
     """What a layer's metadata["lagsplit"] holds: file, source, scale and the per-row facts."""
     return {
-        "path": f.filename,
+        "path": f.path,
         "source": str(f.attrs.get("source", "")),
         "lags": [int(x) for x in f.attrs["lags"]],
         "pixel_size_um": scale.pixel_size_um,
@@ -135,7 +138,7 @@ class _Rows:
     """The first ``n`` rows of a (T, H, W) dataset, read on demand (a file still being
     written has rows past the ones every dataset holds)."""
 
-    def __init__(self, ds: h5py.Dataset, n: int) -> None:
+    def __init__(self, ds, n: int) -> None:
         self.ds, self.shape, self.dtype, self.ndim = ds, (n, *ds.shape[1:]), ds.dtype, 3
 
     def __len__(self) -> int:

@@ -191,9 +191,9 @@ class FollowWidget(QWidget):
         self.viewer = napari_viewer
         self.live: LiveView | None = None
         self.path_edit = QLineEdit(str(path or ""))
-        self.path_edit.setPlaceholderText("run.h5 (a file lagsplit writes)")
+        self.path_edit.setPlaceholderText("run.h5 or run.ome.zarr (a run lagsplit writes)")
         browse = QPushButton("…")
-        browse.setToolTip("Choose a lagsplit .h5 file")
+        browse.setToolTip("Choose a lagsplit .h5 file (type an .ome.zarr store's path in the box)")
         browse.clicked.connect(self._browse)
         self.keep_box = QSpinBox()
         self.keep_box.setRange(0, 1_000_000)
@@ -238,7 +238,7 @@ class FollowWidget(QWidget):
         """Start following ``path`` (stops a file followed before)."""
         self.stop()
         if not str(path):
-            self.labels["status"].setText("give the run's .h5 file")
+            self.labels["status"].setText("give the run's .h5 file or .ome.zarr store")
             return None
         self.path_edit.setText(str(path))
         self.live = LiveView(self.viewer, path, keep=self.keep_box.value() or None, on_update=self._show)
