@@ -90,8 +90,12 @@ class H5Run:
         return read_counters(self.file)
 
     def refresh(self) -> None:
-        for name in self.arrays():
-            self.file[name].refresh()
+        # the datasets a follower reads, no more: refreshing a dataset that another handle of
+        # this process holds open can corrupt HDF5's metadata cache ("duplicate key")
+        for name in (*IMAGE_NAMES, *(f"frames/{k}" for k in ("index", "timestamp", "warmup", "latency_ms")),
+                     "gaps/first_index", "gaps/count", "gaps/reason", "counters"):
+            if name in self:
+                self.file[name].refresh()
 
     @property
     def config(self) -> dict:
