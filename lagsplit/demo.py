@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 from rich.console import Console
 
@@ -16,6 +15,7 @@ from .benchmarks_md import machine
 from .config import Config
 from .figure import panel_figure
 from .metrics import nrmse, running_median
+from .run_file import open_run
 
 # The embedded default the demo runs with (configs/demo.toml is the same, as a file).
 DEMO_DEFAULTS: dict = {
@@ -27,7 +27,7 @@ DEMO_DEFAULTS: dict = {
 
 def score(h5_path: str | Path, scene, window: int = 16) -> dict:
     """Slow-component NRMSE of the run and of a running median, on the run's non-warm-up frames."""
-    with h5py.File(h5_path, "r") as f:
+    with open_run(h5_path) as f:
         slow = f["slow"][:]
         index = f["frames/index"][:]
         warm = f["frames/warmup"][:].astype(bool)
@@ -86,12 +86,12 @@ def run_demo(cfg: Config, console: Console, png: Path, run=None) -> dict:
                   f"{status.dropped} dropped, device {status.device}")
     if status.error:
         console.print(f"[red]error: {status.error}[/]")
-    with h5py.File(cfg.output.path, "r") as f:
+    with open_run(cfg.output.path) as f:
         lat = f["frames/latency_ms"][:]
     src = cfg.source
     if len(lat) and src.fps:
         console.print(keeping_up_line(src.size, src.fps, lat, status))
-    with h5py.File(cfg.output.path, "r") as f:
+    with open_run(cfg.output.path) as f:
         idx = f["frames/index"][:]
         panel_figure(f["raw"][:] if "raw" in f else adapter.scene.movie[idx], f["slow"][:], f["fast"][:], png)
     s = score(cfg.output.path, adapter.scene)
