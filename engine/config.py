@@ -168,7 +168,8 @@ class RuntimeConfig(Settings):
 
 class OutputConfig(Settings):
     path: str | None = "out/lagsplit.h5"
-    """HDF5 file to write; an empty string writes no file."""
+    """HDF5 file (.h5, .hdf5) or OME-Zarr store (.ome.zarr, with the zarr extra) to write; an
+    empty string writes no file."""
     dtype: Literal["float32", "float16"] = "float32"
     """Storage type of the components."""
     raw: bool = True
@@ -176,7 +177,8 @@ class OutputConfig(Settings):
     components: bool = False
     """Also store per-lag components and the residual (/components/...)."""
     compression: Literal["none", "lzf", "gzip", "blosc-lz4"] = "none"
-    """Chunk compression; blosc-lz4 needs the hdf5plugin package."""
+    """Chunk compression; blosc-lz4 in an HDF5 file needs the hdf5plugin package. An OME-Zarr
+    store takes none, gzip or blosc-lz4 (lzf is HDF5's only)."""
     flush_every: int = Field(10, ge=1)
     """Flush to disk (visible to SWMR readers, survives a kill) every N frames."""
     flush_seconds: float = Field(1.0, gt=0)
