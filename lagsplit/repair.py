@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 
 from lagsplit.engine.hdf5_sink import FileState, committed_rows, per_frame_datasets, read_file_state, writer_alive
+from lagsplit.engine.outputs import is_zarr_path
 from lagsplit.engine.superblock import NotHDF5, release
 
 
@@ -44,6 +45,9 @@ class Repaired:
 def _state(path: Path) -> FileState:
     if not path.exists():
         raise RepairRefused(f"{path} does not exist")
+    if is_zarr_path(path):
+        raise RepairRefused(f"{path} is an OME-Zarr store: it needs no repair (every reader trusts the rows its "
+                            f"flushed_rows counts, and --resume continues it)")
     try:
         return read_file_state(path)
     except NotHDF5 as exc:

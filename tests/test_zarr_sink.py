@@ -390,3 +390,13 @@ def test_napari_ome_zarr_opens_each_image_of_the_store(store_and_file):
 
 def read_array(store: Path, name: str) -> np.ndarray:
     return zarr.open_group(store, mode="r")[f"{name}/0"][...]
+
+
+def test_repair_says_a_store_needs_none(tmp_path, noise_stack):
+    src, out = tmp_path / "s.npy", tmp_path / "o.ome.zarr"
+    np.save(src, noise_stack[:6])
+    assert replay(src, out).exit_code == 0
+    before = digest(out)
+    res = CliRunner().invoke(app, ["repair", str(out)])
+    assert res.exit_code == 2 and "is an OME-Zarr store: it needs no repair" in " ".join(res.output.split())
+    assert digest(out) == before
