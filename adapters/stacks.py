@@ -44,6 +44,16 @@ class FrameUnreadable(StackError):
         self.cause = cause
 
 
+class PlanesToPick(StackError):
+    """A stack with several channels or z-planes opened without picking one: ``unpicked``
+    says how many there are of each that was not picked (keys ``"channel"``, ``"z"``), so
+    a caller that plays every plane (``lagsplit batch``) knows which to ask for."""
+
+    def __init__(self, message: str, unpicked: dict[str, int]) -> None:
+        super().__init__(message)
+        self.unpicked = dict(unpicked)
+
+
 _AXIS_LETTERS = "TZCSYX"
 _NAMES = {"T": "time points", "Z": "z-planes", "C": "channels", "S": "colour samples"}
 
@@ -142,6 +152,7 @@ def _plan(axes: str, shape: tuple[int, ...], channel: int | None, z: int | None,
 
     fixed: dict[int, int] = {}
     missing: list[str] = []
+    unpicked: dict[str, int] = {}
     picked: list[str] = []
     plane_dims = (("C", "--channel", channel, next((d for d in outer if axes[d] in "CS" and shape[d] > 1), None)),
                   ("Z", "--z", z, next((d for d in outer if axes[d] == "Z" and shape[d] > 1), None)))
@@ -151,6 +162,7 @@ def _plan(axes: str, shape: tuple[int, ...], channel: int | None, z: int | None,
         if value is None:
             if n > 1:
                 missing.append(f"{n} {what} (pick one with {option} N, 0..{n - 1})")
+                unpicked["channel" if letter == "C" else "z"] = n
         elif dim is None and value != 0:
             raise StackError(f"{described}: {option} {value}, but the stack has a single "
                              f"{'channel' if letter == 'C' else 'z-plane'} ({option} 0)")
@@ -160,7 +172,8 @@ def _plan(axes: str, shape: tuple[int, ...], channel: int | None, z: int | None,
             fixed[dim] = value
             picked.append(f"{option.lstrip('-')} {value}")
     if missing:
-        raise StackError(f"{described}: it holds " + " and ".join(missing) + "; lagsplit plays one plane over time")
+        raise PlanesToPick(f"{described}: it holds " + " and ".join(missing) + "; lagsplit plays one plane over time",
+                           unpicked)
     for d in outer:
         if d != time and d not in fixed:
             fixed[d] = 0  # size 1

@@ -551,6 +551,33 @@ def bench_speed(
     out.print(text, soft_wrap=True)
 
 
+@bench_app.command("batch")
+def bench_batch(
+    recordings: Annotated[int, typer.Option("--recordings", min=1, help="Recordings in the batch.")] = 8,
+    frames: Annotated[int, typer.Option(help="Frames per recording.")] = 300,
+    size: Annotated[int, typer.Option(help="Frame side in pixels.")] = 128,
+    seam_frames: Annotated[int, typer.Option(help="Frames of the scene --split is scored on.")] = 600,
+    split: Annotated[int, typer.Option(min=2, help="Chunks of that scene.")] = 3,
+    write: Annotated[bool, typer.Option("--write/--no-write", help="Update BENCHMARKS.md.")] = True,
+) -> None:
+    """Re-processing an archive: recordings through `lagsplit replay` one after another and through
+    `lagsplit batch` on 1 and 2 local Dask workers and on a scheduler with 2 worker processes; the
+    slow error at --split seams."""
+    from .extras import ExtraMissing, require
+
+    try:
+        from .batch.cluster import BATCH_NEEDS
+
+        require("lagsplit bench batch", "batch", BATCH_NEEDS)
+    except ExtraMissing as exc:
+        _fail(str(exc))
+    from .bench.batch import run_batch_bench
+
+    text = run_batch_bench(recordings, frames, size, seam_frames=seam_frames, split=split, write=write,
+                           log=console.print)
+    out.print(text, soft_wrap=True)
+
+
 @bench_app.command("quality")
 def bench_quality(
     quick: Annotated[bool, typer.Option("--quick", help="One small scene, one setting per baseline (for tests).")] = False,
@@ -654,3 +681,51 @@ _add_setting_option(("run", "replay", "demo", "watch", "attach"), "init", _InitO
 # --resume: --set output.resume=true (continue the output after its last frame)
 _add_setting_option(("run", "replay", "watch", "attach"), "resume", _ResumeOpt, False,
                     lambda v: ["output.resume=true"] if v else [])
+
+
+@app.command()
+def batch(
+    inputs: Annotated[list[str], typer.Argument(help="Recordings (TIFF / OME-TIFF, .npy, FILE.h5:/dataset), folders "
+                                                     "(searched with their subfolders) and globs.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the outputs (NAME.h5) and batch.csv.")],
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Local Dask worker processes (default: "
+                                                                           "one per core).")] = None,
+    scheduler: Annotated[str | None, typer.Option("--scheduler", help="Address of a running Dask scheduler, e.g. "
+                                                                      "tcp://10.0.0.5:8786 (instead of a local "
+                                                                      "cluster).")] = None,
+    split: Annotated[int, typer.Option("--split", min=1, help="Cut each recording into this many time chunks, "
+                                                              "run on different workers.")] = 1,
+    overlap: Annotated[int, typer.Option("--overlap", min=0, help="With --split: frames each chunk plays before "
+                                                                  "its own, to warm up (discarded).")] = 128,
+    channel: Annotated[int | None, typer.Option("--channel", min=0, help="Channel to play (default: every "
+                                                                          "channel, an output each).")] = None,
+    z: Annotated[int | None, typer.Option("--z", min=0, help="Z-plane to play (default: every z-plane, an "
+                                                              "output each).")] = None,
+    axes: AxesOpt = None,
+    init: Annotated[Path | None, typer.Option("--init", help="Start every task from these weights (lagsplit "
+                                                             "pretrain).")] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Re-process recordings on a Dask cluster: one output each in --out, a summary in batch.csv."""
+    from lagsplit.adapters.stacks import StackError
+    from lagsplit.extras import ExtraMissing
+
+    from .batch.cluster import ClusterError, open_cluster
+    from .batch.inputs import InputError
+    from .batch.plan import BatchRequest
+    from .batch.run import run_batch
+    from .config import ConfigError
+
+    req = BatchRequest(inputs=list(inputs), out_dir=out_dir, config=config, sets=list(sets or []), channel=channel, z=z, axes=axes, init=init, split=split,
+                       overlap=overlap)
+    try:
+        result = run_batch(req, lambda: open_cluster(workers, scheduler), console=console)
+    except (ClusterError, InputError, ConfigError, StackError, ExtraMissing, ValueError) as exc:
+        _fail(str(exc))
+    counts = ", ".join(f"{result.count(s)} {s}" for s in ("ok", "skipped", "failed", "cancelled")
+                       if result.count(s))
+    console.print(f"batch: {len(result.rows)} outputs ({counts}) in {result.seconds:.1f} s; summary "
+                  f"{result.summary}", soft_wrap=True, highlight=False)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
