@@ -167,3 +167,12 @@ def test_ctrl_c_cancels_leaving_finished_outputs_and_resumable_partials(tmp_path
     assert res.returncode == 0, res.stderr
     index, raw = _rows(out / "long.h5")
     assert np.array_equal(index, np.arange(len(movie))) and np.array_equal(raw, movie)
+
+
+def test_gpu_tasks_without_a_gpu_worker_are_refused(tmp_path):
+    np.save(tmp_path / "a.npy", _movie(10))
+    res = _batch(str(tmp_path / "a.npy"), "--out", str(tmp_path / "out"), "--workers", "1",
+                 "--set", "model.device=cuda")
+    assert res.returncode == 2, res.stderr
+    assert "no worker of a local Dask cluster" in " ".join(res.stderr.split())
+    assert "--resources GPU=1" in " ".join(res.stderr.split())
