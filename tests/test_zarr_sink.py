@@ -400,3 +400,28 @@ def test_repair_says_a_store_needs_none(tmp_path, noise_stack):
     res = CliRunner().invoke(app, ["repair", str(out)])
     assert res.exit_code == 2 and "is an OME-Zarr store: it needs no repair" in " ".join(res.output.split())
     assert digest(out) == before
+
+
+def test_a_watched_folder_writes_a_store_and_resumes_it_skipping_the_frames_it_holds(tmp_path, noise_stack):
+    import tifffile
+
+    folder, out = tmp_path / "acq", tmp_path / "w.ome.zarr"
+    folder.mkdir()
+    for i in range(12):
+        tifffile.imwrite(folder / f"img_t{i:04}.tif", noise_stack[i])
+    (folder / "END").touch()
+    args = ["watch", str(folder), "--out", str(out), "--end-marker", "END", *FAST_CLI,
+            "--set", "source.settle_s=0.05", "--set", "source.reorder_s=0.2"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    for i in (12, 13, 15, 16):  # the acquisition went on; frame 14 never came
+        tifffile.imwrite(folder / f"img_t{i:04}.tif", noise_stack[i])
+    again = CliRunner().invoke(app, [*args, "--resume"])
+    assert again.exit_code == 0, again.output
+    np.testing.assert_array_equal(read(out, "frames/index"), [*range(14), 15, 16])
+    np.testing.assert_array_equal(read(out, "raw"), noise_stack[[*range(14), 15, 16]])
+    assert list(zip(read(out, "gaps/first_index").tolist(), read(out, "gaps/count").tolist())) == [(14, 1)]
+    assert read(out, "resumes/after_index").tolist() == [11]
+    names = zarr.open_group(out, mode="r")["counters"].attrs["names"]
+    counters = dict(zip(names, read(out, "counters").tolist()))
+    assert counters["processed"] == 16 and counters["received"] == 16
