@@ -687,7 +687,8 @@ _add_setting_option(("run", "replay", "watch", "attach"), "resume", _ResumeOpt, 
 def batch(
     inputs: Annotated[list[str], typer.Argument(help="Recordings (TIFF / OME-TIFF, .npy, FILE.h5:/dataset), folders "
                                                      "(searched with their subfolders) and globs.")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the outputs (NAME.h5) and batch.csv.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the outputs (NAME.h5 or NAME.ome.zarr) and "
+                                                              "batch.csv.")],
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Local Dask worker processes (default: "
                                                                            "one per core).")] = None,
     scheduler: Annotated[str | None, typer.Option("--scheduler", help="Address of a running Dask scheduler, e.g. "
@@ -704,6 +705,8 @@ def batch(
     axes: AxesOpt = None,
     init: Annotated[Path | None, typer.Option("--init", help="Start every task from these weights (lagsplit "
                                                              "pretrain).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Outputs as 'h5' (NAME.h5) or 'ome-zarr' (NAME.ome.zarr).")
+                   ] = "h5",
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
@@ -718,7 +721,7 @@ def batch(
     from .config import ConfigError
 
     req = BatchRequest(inputs=list(inputs), out_dir=out_dir, config=config, sets=list(sets or []), channel=channel, z=z, axes=axes, init=init, split=split,
-                       overlap=overlap)
+                       overlap=overlap, format=fmt)
     try:
         result = run_batch(req, lambda: open_cluster(workers, scheduler), console=console)
     except (ClusterError, InputError, ConfigError, StackError, ExtraMissing, ValueError) as exc:

@@ -176,3 +176,24 @@ def test_gpu_tasks_without_a_gpu_worker_are_refused(tmp_path):
     assert res.returncode == 2, res.stderr
     assert "no worker of a local Dask cluster" in " ".join(res.stderr.split())
     assert "--resources GPU=1" in " ".join(res.stderr.split())
+
+
+def test_ome_zarr_outputs_hold_every_frame_and_are_skipped_when_finished(tmp_path):
+    pytest.importorskip("zarr")
+    from lagsplit.run_file import open_run
+
+    a, b = _movie(20, seed=7), _movie(16, seed=8)
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    out = tmp_path / "out"
+    res = _batch(str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--out", str(out), "--workers", "2",
+                 "--format", "ome-zarr")
+    assert res.returncode == 0, res.stderr
+    for name, movie in (("a", a), ("b", b)):
+        with open_run(out / f"{name}.ome.zarr") as f:
+            assert f.whole_rows() == len(movie)
+            assert np.array_equal(f["frames/index"][:], np.arange(len(movie)))
+            assert np.array_equal(np.asarray(f["raw"][:]), movie)
+    assert [r["status"] for r in read_summary(out / "batch.csv")] == ["ok", "ok"]
+    again = _batch(str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--out", str(out), "--format", "ome-zarr")
+    assert [r["status"] for r in read_summary(out / "batch.csv")] == ["skipped", "skipped"], again.stderr

@@ -17,6 +17,9 @@ PARTIAL_FOLDER = ".partial"
 """Under the output folder: outputs being written (``--resume`` continues them); a file
 moves to its place only when it holds every frame."""
 
+OUTPUT_SUFFIXES = {"h5": ".h5", "ome-zarr": ".ome.zarr"}
+"""``--format``: the outputs' kind, by the name they are written under."""
+
 BATCH_DEFAULTS = {"train": {"mode": "fixed"}, "model": {"threads": 1}, "monitor": {"mode": "off"}}
 """What a batch changes from a replay's defaults (a config file and ``--set`` still change
 them): fixed training (``train.steps_per_frame`` steps after each frame) so that an output
@@ -37,6 +40,12 @@ class BatchRequest:
     init: Path | None = None
     split: int = 1
     overlap: int = 128
+    format: str = "h5"
+    """``h5`` (NAME.h5) or ``ome-zarr`` (NAME.ome.zarr)."""
+
+    @property
+    def suffix(self) -> str:
+        return OUTPUT_SUFFIXES[self.format]
 
 
 @dataclass
@@ -81,6 +90,10 @@ def check_request(req: BatchRequest) -> Config:
         raise ValueError(f"--split {req.split}: give 1 or more chunks")
     if req.overlap < 0:
         raise ValueError(f"--overlap {req.overlap}: give 0 or more frames")
+    if req.format not in OUTPUT_SUFFIXES:
+        raise ValueError(f"--format {req.format}: give one of {', '.join(OUTPUT_SUFFIXES)}")
+    if req.format != "h5" and req.split > 1:
+        raise ValueError("--split merges its chunks into HDF5 outputs: give --format h5 with --split")
     if req.out_dir.exists() and not req.out_dir.is_dir():
         raise ValueError(f"--out {req.out_dir} is a file; give a folder")
     init = [f"train.init={_quote(str(req.init))}"] if req.init else []
@@ -95,18 +108,19 @@ def plan_batch(req: BatchRequest) -> list[Job]:
         try:
             streams = plane_streams(rec, req.channel, req.z, req.axes)
         except StackError as exc:
-            jobs.append(Job(rec.spec, rec.name, req.out_dir / f"{rec.name}.h5", status="failed", error=str(exc)))
+            jobs.append(Job(rec.spec, rec.name, req.out_dir / f"{rec.name}{req.suffix}", status="failed",
+                            error=str(exc)))
             continue
         for stream in streams:
             if stream.name in names:
-                raise ValueError(f"{rec.spec} and {names[stream.name]} would both write {stream.name}.h5")
+                raise ValueError(f"{rec.spec} and {names[stream.name]} would both write {stream.name}{req.suffix}")
             names[stream.name] = rec.spec
             jobs.append(_job(req, stream))
     return jobs
 
 
 def _job(req: BatchRequest, stream: Stream) -> Job:
-    final = req.out_dir / f"{stream.name}.h5"
+    final = req.out_dir / f"{stream.name}{req.suffix}"
     recording = stream.recording.spec + "".join(
         f" ({k} {v})" for k, v in (("channel", stream.channel), ("z", stream.z)) if v is not None)
     job = Job(recording, stream.name, final)
@@ -114,7 +128,7 @@ def _job(req: BatchRequest, stream: Stream) -> Job:
         job.status = "skipped"
         try:
             job.done_frames, job.warmup_frames = output_rows(final)
-        except (OSError, KeyError) as exc:
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:
             job.status, job.error = "failed", f"{final} exists and is not a lagsplit output ({exc}); move it away"
         return job
     try:
@@ -122,7 +136,7 @@ def _job(req: BatchRequest, stream: Stream) -> Job:
     except StackError as exc:
         job.status, job.error = "failed", str(exc)
         return job
-    partial = job.partial = req.out_dir / PARTIAL_FOLDER / f"{stream.name}.h5"
+    partial = job.partial = req.out_dir / PARTIAL_FOLDER / f"{stream.name}{req.suffix}"
     n = min(req.split, job.frames)
     if n <= 1:
         job.tasks = [Task(stream.name, stream.name, task_config(req, stream, partial), partial, final, job.frames)]

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from lagsplit.config import Config
@@ -82,11 +81,11 @@ class _StopFlag:
 
 
 def output_rows(path: Path) -> tuple[int, int]:
-    """(rows, rows written in warm-up) of a lagsplit output."""
-    from lagsplit.engine.hdf5_sink import committed_rows
+    """(rows, rows written in warm-up) of a lagsplit output (an HDF5 file or an OME-Zarr store)."""
+    from lagsplit.run_file import open_run
 
-    with h5py.File(path, "r", swmr=True) as f:
-        rows = committed_rows(f)
+    with open_run(path) as f:
+        rows = f.whole_rows()
         warm = int(np.count_nonzero(f["frames/warmup"][:rows])) if rows else 0
     return rows, warm
 
