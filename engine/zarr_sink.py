@@ -22,7 +22,8 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -368,8 +369,17 @@ class ZarrSink:
             raise OutputError(f"{self.path}: a write failed before ({self._failed}); {self.kept()}")
         return self.root
 
-    def _writing(self):
-        return _Writing(self)
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around every write: a failure (a full disk, the store gone) is raised once as
+        OutputError saying what the store keeps, and every later call refuses to write."""
+        try:
+            yield
+        except OutputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - zarr and the file system raise several kinds
+            self._failed = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise OutputError(f"writing {self.path} failed ({self._failed}); {self.kept()}") from exc
 
     def _check_space(self, r: Decomposition) -> None:
         free = shutil.disk_usage(self.path.parent).free
@@ -385,23 +395,6 @@ class ZarrSink:
     def _maybe_flush(self) -> None:
         if self._since_flush >= self.cfg.flush_every or time.monotonic() - self._last_flush >= self.cfg.flush_seconds:
             self.flush()
-
-
-class _Writing:
-    """Around every write: a failure (a full disk, the store gone) is raised once as
-    OutputError saying what the store keeps, and every later call refuses to write."""
-
-    def __init__(self, sink: ZarrSink) -> None:
-        self.sink = sink
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, exc, tb) -> bool:
-        if exc is None or isinstance(exc, OutputError):
-            return False
-        self.sink._failed = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise OutputError(f"writing {self.sink.path} failed ({self.sink._failed}); {self.sink.kept()}") from exc
 
 
 class ZarrRun:
