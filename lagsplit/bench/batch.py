@@ -168,7 +168,9 @@ def _report(cmd: str, n: int, frames: int, size: int, seed: int, ways: list[Way]
         f"A task's own time on its worker (building the run, replaying {frames} frames, writing the file) is "
         f"{mean_task:.2f} s on average with 1 worker. Per-task overhead: the time beyond the tasks' own, "
         f"after the cluster started, per task on each worker: (seconds - start-up - task seconds / workers) / "
-        f"(tasks / workers).", "",
+        f"(tasks / workers). With 1 worker that is the cluster's overhead alone; with 2, the tasks' own times "
+        f"are taken while both cores are busy and a worker may idle while the other runs the last task, so the "
+        f"column mixes overhead with that (and can come out below zero).", "",
         f"`--split {seams['split']}` of one {seams['frames']}-frame filaments scene on 2 local workers (seams at "
         f"frames {', '.join(map(str, seams['seams']))}; each chunk first plays 128 frames that are discarded), "
         f"slow NRMSE against the scene's truth:", "",
