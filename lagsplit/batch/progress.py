@@ -20,8 +20,9 @@ SHOWN_RUNNING = 8
 
 
 class BatchProgress:
-    def __init__(self, jobs: list[Job], console, cluster: str, enabled: bool = True) -> None:
+    def __init__(self, jobs: list[Job], console, cluster: str, enabled: bool = True, settled: str = "") -> None:
         self.console = console
+        self.settled = settled  # what the plan already decided, e.g. "3 skipped, 1 failed to open"
         self.enabled = enabled and console is not None
         self.cluster = cluster
         self.total = len(jobs)
@@ -36,7 +37,9 @@ class BatchProgress:
 
     def __enter__(self) -> BatchProgress:
         if self.enabled:
-            self.console.print(f"[bold]lagsplit batch[/]: {self.total} outputs on {escape(self.cluster)}")
+            settled = f" ({escape(self.settled)})" if self.settled else ""
+            self.console.print(f"[bold]lagsplit batch[/]: {self.total} outputs to write{settled} on "
+                               f"{escape(self.cluster)}")
             if self.console.is_terminal:
                 self.live = Live(self.render(), console=self.console, refresh_per_second=2, get_renderable=self.render)
                 self.live.__enter__()

@@ -101,7 +101,10 @@ def _run_on(cluster: Cluster, jobs: list[Job], todo: list[int], rows: list[Row],
     tag = uuid.uuid4().hex[:8]
     stop_name = f"lagsplit-batch-stop-{tag}"
     stop = Event(stop_name, client=client)
-    display = BatchProgress([jobs[i] for i in todo], console, cluster.description, enabled=progress)
+    settled = ", ".join(f"{n} {what}" for what, n in (
+        ("finished already", sum(j.status == "skipped" for j in jobs)),
+        ("failed to open", sum(j.status == "failed" for j in jobs))) if n)
+    display = BatchProgress([jobs[i] for i in todo], console, cluster.description, enabled=progress, settled=settled)
     client.subscribe_topic(PROGRESS_TOPIC, display.on_event)
     final_futures = {}
     held = []  # the chunks' futures: they run while their merge waits for them
