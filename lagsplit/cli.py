@@ -530,10 +530,16 @@ def bench_speed(
     write: Annotated[bool, typer.Option("--write/--no-write", help="Update BENCHMARKS.md.")] = True,
     isa: Annotated[str, typer.Option(help="'avx2': run with torch and oneDNN held to AVX2, as on a CPU without "
                                           "AVX-512 or native bfloat16 (its own section).")] = "",
+    sinks_only: Annotated[bool, typer.Option("--sinks-only", help="Only the output path: each sink setting alone "
+                                                                   "beside the engine, and live runs at the engine's "
+                                                                   "rate at the largest size (--frames frames).")] = False,
+    sink_frames: Annotated[int, typer.Option(min=1, help="Frames each sink setting writes at 2048 px (more at "
+                                                         "smaller sizes).")] = 24,
 ) -> None:
     """Does the engine keep up with a camera: throughput against OpenCV MOG2, a running
     median and the HDF5 sink alone; a live-rate run's latency, drops and shed work; peak
-    memory; in both precisions where the CPU computes bfloat16 natively."""
+    memory; in both precisions where the CPU computes bfloat16 natively; and from 512 px,
+    each output sink setting alone beside the engine (alone: --sinks-only)."""
     from .extras import BENCH_SPEED, ExtraMissing, require
 
     try:
@@ -543,6 +549,12 @@ def bench_speed(
     from .speed import run_speed
 
     overrides = list(sets or []) + ([f"model.device={device}"] if device != "auto" else [])
+    if sinks_only:
+        from .sink_speed import run_sinks
+
+        out.print(run_sinks([int(s) for s in sizes.split(",")], overrides, sink_frames, frames, write=write),
+                  soft_wrap=True)
+        return
     try:
         text = run_speed([int(s) for s in sizes.split(",")], frames, overrides, live_fps=fps or None, soak=soak,
                          write=write, isa=isa)

@@ -35,6 +35,7 @@ from lagsplit.engine.nets import precision_label
 
 from .benchmarks_md import cpu_isa, machine, update_section
 from .environ import environ
+from .sink_speed import SINK_MIN_SIZE, run_sinks
 
 LIVE_FPS = 20.0  # the camera rate of the live run at sizes up to 512 px
 COMPONENTS_LIVE_MAX = 512  # sizes up to this also get a live run with the components written
@@ -117,9 +118,9 @@ def _engine_run(movie, overrides: list[str], *, fps: float = 0.0, path: str | No
     st = run.engine.run()
     t1 = time.perf_counter()
     if path:
-        import h5py
+        from .run_file import open_run
 
-        with h5py.File(path, "r", swmr=True) as f:
+        with open_run(path) as f:  # an .h5 file or an .ome.zarr store
             warmup = f["frames/warmup"][:]
             lat = f["frames/latency_ms"][:]
             idx = np.flatnonzero(warmup == 0)
@@ -361,6 +362,10 @@ def run_speed(sizes: list[int], frames: int, overrides: list[str], live_fps: flo
         update_section(section, text, path)
         if Path(readme).exists() and f"<!-- {section}-summary:start -->" in Path(readme).read_text():
             update_section(f"{section}-summary", _summary(results, cmd), readme)
+    sink_sizes = [s for s in sizes if s >= SINK_MIN_SIZE]
+    if sink_sizes and not isa:  # the output path's own table, at the same sizes, in its own section
+        text += "\n\n" + run_sinks(sink_sizes, overrides, live_frames=frames, write=write, path=path, readme=readme,
+                                   cmd=cmd)
     return text
 
 

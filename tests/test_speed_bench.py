@@ -1,7 +1,10 @@
 """`lagsplit bench speed` end to end at a tiny size: every column measured, written where asked."""
 from __future__ import annotations
 
+import importlib.util
+
 from lagsplit.engine.nets import cpu_bf16_native
+from lagsplit.sink_speed import frames_at, run_sinks
 from lagsplit.speed import precisions, run_speed
 
 
@@ -30,3 +33,32 @@ def test_bench_speed_writes_its_section_and_the_readme_table(tmp_path):
     assert "<!-- speed:start -->" in bench.read_text()
     summary = readme.read_text()
     assert "old" not in summary and f"| 32x32 | {measured[0]} | 40 /s |" in summary and summary.endswith("after\n")
+
+
+def test_bench_speed_sinks_only_writes_every_setting_and_the_live_runs(tmp_path):
+    from lagsplit.sink_speed import settings
+
+    bench, readme = tmp_path / "BENCHMARKS.md", tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- sinks-summary:start -->\nold\n<!-- sinks-summary:end -->\n")
+    text = run_sinks([32], ["model.windows=[8]", "train.warmup_steps=4"], sink_frames=2, live_frames=24,
+                     path=str(bench), readme=str(readme))
+    labels = [s.label for s in settings()]
+    assert "HDF5, none, float32" in labels and "HDF5, lzf, float16" in labels
+    assert ("OME-Zarr, blosc-lz4, float16" in labels) == (importlib.util.find_spec("zarr") is not None)
+    rows = [line for line in text.splitlines() if line.startswith("| 32² |") and "MiB |" in line]
+    assert [row.split("|")[2].strip() for row in rows] == labels
+    for row in rows:  # every setting wrote the frames kept (8 at 32 px: 4x sink_frames) and they reached the disk
+        cells = [c.strip() for c in row.split("|")]
+        assert int(cells[3]) == frames_at(32, 2) == 8
+        assert float(cells[4].removesuffix(" /s")) > 0 and float(cells[6].removesuffix(" /s")) > 0
+        assert 0 < float(cells[9]) < 2  # bytes on disk over the arrays' bytes
+    engine = next(line for line in text.splitlines() if line.startswith("| 32² |") and line.count("|") == 3)
+    assert float(engine.split("|")[2].strip().removesuffix(" /s")) > 0
+    live = [line for line in text.splitlines() if line.startswith("| 32² |") and ("kept up" in line or "dropped" in line)]
+    assert live and live[0].split("|")[2].strip() == "HDF5, none, float32"  # the default first, then the fastest
+    for row in live:
+        processed, dropped = (int(c) for c in row.split("|")[4].split("/"))
+        assert processed + dropped == 24
+    assert "<!-- sinks:start -->" in bench.read_text()
+    summary = readme.read_text()
+    assert "old" not in summary and "HDF5, none, float32" in summary and "--sinks-only --sizes 32" in summary
