@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import tifffile
@@ -16,7 +15,6 @@ from lagsplit.batch.plan import BatchRequest, plan_batch
 from lagsplit.batch.run import merge_after
 from lagsplit.batch.split import chunks
 from lagsplit.batch.task import Outcome, run_task
-from lagsplit.engine.hdf5_sink import read_counters
 from tests.test_batch import SMALL
 
 
@@ -63,23 +61,34 @@ def test_chunks_cover_every_frame_once_and_start_early_by_the_overlap():
         chunks(2, 3, 0)
 
 
-def test_split_chunks_played_for_real_merge_into_one_output_holding_every_frame_once(tmp_path):
+@pytest.mark.parametrize("fmt", ["h5", "ome-zarr"])
+def test_split_chunks_played_for_real_merge_into_one_output_holding_every_frame_once(tmp_path, fmt):
+    if fmt == "ome-zarr":
+        pytest.importorskip("zarr")
+    from lagsplit.run_file import open_run
+
     movie = make_scene("drift", frames=90, size=32, seed=3).movie.astype(np.float32)
     np.save(tmp_path / "m.npy", movie)
-    req = BatchRequest([str(tmp_path / "m.npy")], tmp_path / "out", sets=_sets(), split=3, overlap=10)
+    req = BatchRequest([str(tmp_path / "m.npy")], tmp_path / "out", sets=_sets(), split=3, overlap=10, format=fmt)
     (job,) = plan_batch(req)
     assert [t.config.source.start for t in job.tasks] == [0, 20, 50]
     outcomes = [run_task(t) for t in job.tasks]
     assert [o.status for o in outcomes] == ["ok"] * 3
+    steps = 0
+    for t in job.tasks:
+        with open_run(t.partial) as f:
+            steps += len(f["train/step"][:])
     merged = merge_after([(t.partial, c) for t, c in zip(job.tasks, job.chunks, strict=True)], job.partial,
                          job.final, job.name, *outcomes)
     assert merged.status == "ok" and merged.frames == 90
-    with h5py.File(job.final, "r") as f:
-        assert np.array_equal(f["frames/index"][:], np.arange(90))
-        assert np.array_equal(f["raw"][:], movie)
+    with open_run(job.final) as f:
+        assert f.whole_rows() == 90 and np.array_equal(f["frames/index"][:], np.arange(90))
+        assert np.array_equal(np.asarray(f["raw"][:]), movie)
         assert f["slow"].shape == (90, 32, 32) and list(f.attrs["split_seams"]) == [30, 60]
-        counts = read_counters(f)
+        assert f.config["source"]["start"] == 0 and "90 frames" in str(f.attrs["source"])
+        counts = f.counters()
         assert counts["processed"] == 90 and counts["received"] == 90
+        assert steps and len(f["train/step"][:]) == steps  # every chunk's training log
     assert not any(Path(t.partial).exists() for t in job.tasks)
 
 

@@ -92,8 +92,6 @@ def check_request(req: BatchRequest) -> Config:
         raise ValueError(f"--overlap {req.overlap}: give 0 or more frames")
     if req.format not in OUTPUT_SUFFIXES:
         raise ValueError(f"--format {req.format}: give one of {', '.join(OUTPUT_SUFFIXES)}")
-    if req.format != "h5" and req.split > 1:
-        raise ValueError("--split merges its chunks into HDF5 outputs: give --format h5 with --split")
     if req.out_dir.exists() and not req.out_dir.is_dir():
         raise ValueError(f"--out {req.out_dir} is a file; give a folder")
     init = [f"train.init={_quote(str(req.init))}"] if req.init else []
