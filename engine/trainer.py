@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .adam import FusedAdam
 from .cascade import Cascade
 from .config import TrainConfig
 from .nets import predict
@@ -60,7 +61,7 @@ class OnlineTrainer:
     def __init__(self, cascade: Cascade, cfg: TrainConfig) -> None:
         self.cascade = cascade
         self.cfg = cfg
-        self.opts = [torch.optim.Adam(n.parameters(), lr=cfg.lr, fused=True) for n in cascade.nets]
+        self.opts = [FusedAdam(n.parameters(), lr=cfg.lr) for n in cascade.nets]
         # Inference reads an exponential average of the trained weights: one step's noise
         # (a batch of a few noisy crops) is averaged out instead of landing in the output.
         if cfg.ema > 0:
