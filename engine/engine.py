@@ -57,6 +57,8 @@ class Engine:
     ``resume_after``: the run continues a file that holds frames up to this number (-1: a
     file without frames yet); frames numbered up to it are skipped as already done, and a
     gap before the first new frame is recorded like any other.
+    ``started``: when the command started, on ``clock``; the sinks learn how long after it
+    the first frame arrived (``RunInfo.extra["startup_s"]``, seconds).
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class Engine:
         preview_size: int = 48,
         checkpoint=None,
         resume_after: int | None = None,
+        started: float | None = None,
     ) -> None:
         self.adapter = check_adapter(adapter)
         self.cascade = cascade
@@ -92,6 +95,7 @@ class Engine:
         self.preview_size = preview_size
         self.checkpoint = checkpoint
         self.resume_after = resume_after
+        self.started = started
 
         self._q: queue.Queue = queue.Queue(maxsize=self.rt.queue)
         self._stop = threading.Event()
@@ -316,7 +320,7 @@ class Engine:
         arr = np.asarray(frame.array)
         if not self._accept(frame, arr):
             return
-        self._set_up_series(arr)
+        self._set_up_series(arr, frame.arrival)
         self._record_gaps(until=frame.index)
         age = start - frame.arrival if frame.arrival else 0.0
         waiting = self._q.qsize()
@@ -408,16 +412,18 @@ class Engine:
                 self._lost[frame.index] = "rejected"
         return False
 
-    def _set_up_series(self, arr: np.ndarray) -> None:
-        """The first accepted frame fixes the series' shape and dtype and sets up every sink."""
+    def _set_up_series(self, arr: np.ndarray, arrival: float) -> None:
+        """The first accepted frame fixes the series' shape and dtype and sets up every sink;
+        with ``started``, the sinks learn how long after it the frame arrived (``startup_s``)."""
         if self._series is not None:
             return
         self._series = (arr.shape, arr.dtype)
         metadata = hook(self.adapter, "metadata")  # what the source knows by now (pixel size, interval, ...)
+        startup = {} if self.started is None or not arrival else {"startup_s": round(arrival - self.started, 4)}
         info = RunInfo(
             shape=tuple(arr.shape), dtype=arr.dtype.str, lags=self.cascade.lags, source=self.source,
             config_json=self.config_json, components=self.components,
-            extra={**self.info_extra, **(metadata() if metadata is not None else {})},
+            extra={**self.info_extra, **(metadata() if metadata is not None else {}), **startup},
         )
         with self._writing():
             for s in self.sinks:

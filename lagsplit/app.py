@@ -220,11 +220,13 @@ def build_model(cfg: Config) -> tuple[Cascade, OnlineTrainer]:
     return cascade, OnlineTrainer(cascade, cfg.train)
 
 
-def build_run(cfg: Config, adapter: Adapter | None = None, extra_sinks: Sequence[Sink] = ()) -> Run:
+def build_run(cfg: Config, adapter: Adapter | None = None, extra_sinks: Sequence[Sink] = (),
+              started: float | None = None) -> Run:
     """Everything is opened and checked here, before any frame flows: a refused output
     (check_output), a resume that does not fit its file (plan_resume), a wrong weights
     file, a bad stack or an unwritable output fails now, with nothing written and no
-    output folder left behind."""
+    output folder left behind. ``started``: when the command started (``time.monotonic``),
+    for the output's ``startup_s``."""
     check_output(cfg)
     plan = plan_resume(cfg)
     if plan is not None:
@@ -257,7 +259,7 @@ def build_run(cfg: Config, adapter: Adapter | None = None, extra_sinks: Sequence
             adapter, cascade, trainer, sinks, runtime=cfg.engine, components=cfg.output.components,
             config_json=cfg.to_json(), info_extra={"lagsplit_kind": cfg.source.kind},
             preview_size=max(48, cfg.monitor.preview_width * 2), checkpoint=checkpoint,
-            resume_after=None if plan is None else plan.after,
+            resume_after=None if plan is None else plan.after, started=started,
         )
     except BaseException:
         _release(sinks, adapter if built else None, created)

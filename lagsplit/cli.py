@@ -13,7 +13,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from . import __version__
-from .entry import STOPPED_AT_START
+from .entry import STARTED, STOPPED_AT_START
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Split a live microscope stream into slow and fast components.")
@@ -110,7 +110,7 @@ def _build(cfg, view: bool):
     if view:
         _check_view(cfg)
     try:
-        run = build_run(cfg)
+        run = build_run(cfg, started=STARTED)
     except NothingToResume as exc:
         out.print(str(exc))
         raise typer.Exit(0) from None

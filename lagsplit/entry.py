@@ -3,6 +3,11 @@ Ctrl-C guard, so an interrupt at any moment of start-up says what was done."""
 from __future__ import annotations
 
 import sys
+import time
+
+STARTED = time.monotonic()
+"""When the command started (``time.monotonic``, taken as its first module loads): a run's
+output records how long after it its first frame arrived (``startup_s``)."""
 
 STOPPED_AT_START = "stopped by SIGINT before the first frame; nothing written"
 
