@@ -535,11 +535,20 @@ def bench_speed(
                                                                    "rate at the largest size (--frames frames).")] = False,
     sink_frames: Annotated[int, typer.Option(min=1, help="Frames each sink setting writes at 2048 px (more at "
                                                          "smaller sizes).")] = 24,
+    startup_only: Annotated[bool, typer.Option("--startup-only", help="Only the start-up: how long after the command "
+                                               "starts a replay of ten 512x512 frames processes its first frame "
+                                               "(its own section).")] = False,
 ) -> None:
     """Does the engine keep up with a camera: throughput against OpenCV MOG2, a running
     median and the HDF5 sink alone; a live-rate run's latency, drops and shed work; peak
     memory; in both precisions where the CPU computes bfloat16 natively; and from 512 px,
-    each output sink setting alone beside the engine (alone: --sinks-only)."""
+    each output sink setting alone beside the engine (alone: --sinks-only); how long after its
+    command starts a replay processes its first frame (alone: --startup-only)."""
+    if startup_only:
+        from .startup import run_startup
+
+        out.print(run_startup("lagsplit bench speed --startup-only", write=write), soft_wrap=True)
+        return
     from .extras import BENCH_SPEED, ExtraMissing, require
 
     try:

@@ -271,9 +271,11 @@ def _limit(p: dict, hdf5_ms: float) -> str:
 
 
 def run_speed(sizes: list[int], frames: int, overrides: list[str], live_fps: float | None = None, soak: int = 0,
-              write: bool = True, path: str = "BENCHMARKS.md", readme: str = "README.md", isa: str = "") -> str:
+              write: bool = True, path: str = "BENCHMARKS.md", readme: str = "README.md", isa: str = "",
+              startup: bool = True) -> str:
     """Measure every size (each in a fresh process; ``isa`` "avx2": with torch and oneDNN held
-    to AVX2, as on a CPU without AVX-512 or native bfloat16) and write the tables."""
+    to AVX2, as on a CPU without AVX-512 or native bfloat16) and write the tables; with
+    ``startup`` (and no ``isa``), a replay's start-up too (lagsplit/startup.py)."""
     if isa not in ("", "avx2"):
         raise ValueError(f"--isa {isa!r}: only 'avx2' can be emulated")
     results = []
@@ -366,6 +368,10 @@ def run_speed(sizes: list[int], frames: int, overrides: list[str], live_fps: flo
     if sink_sizes and not isa:  # the output path's own table, at the same sizes, in its own section
         text += "\n\n" + run_sinks(sink_sizes, overrides, live_frames=frames, write=write, path=path, readme=readme,
                                    cmd=cmd)
+    if startup and not isa:
+        from .startup import run_startup
+
+        text += "\n\n" + run_startup(cmd, write=write, path=path, readme=readme)
     return text
 
 

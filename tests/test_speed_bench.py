@@ -12,7 +12,7 @@ def test_bench_speed_writes_its_section_and_the_readme_table(tmp_path):
     bench, readme = tmp_path / "BENCHMARKS.md", tmp_path / "README.md"
     readme.write_text("# x\n\n<!-- speed-summary:start -->\nold\n<!-- speed-summary:end -->\n\nafter\n")
     text = run_speed([32], 24, ["model.windows=[8]", "train.warmup_steps=4"], live_fps=40.0, soak=60,
-                     path=str(bench), readme=str(readme))
+                     path=str(bench), readme=str(readme), startup=False)  # start-up: tests/test_startup.py
     assert "| 32² |" in text and "OpenCV MOG2" in text and "HDF5 sink alone" in text
     measured = precisions(["model.windows=[8]"])
     assert measured == (["bfloat16", "float32"] if cpu_bf16_native() else ["float32"])
