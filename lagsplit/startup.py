@@ -65,7 +65,8 @@ def measure_startup(size: int = SIZE, frames: int = FRAMES, runs: int = RUNS) ->
 
 def startup_text(r: dict, cmd: str) -> tuple[str, str]:
     """The BENCHMARKS.md section and the README's summary line for a measurement."""
-    what = f"`lagsplit replay` of {r['frames']} frames of {r['size']}x{r['size']} uint16 (.npy, the default settings)"
+    what = (f"`lagsplit replay` of {r['frames']} frames of {r['size']}x{r['size']} uint16 (.npy, the default settings, "
+            f"the monitor off)")
     section = "\n".join([
         "## Start-up", "",
         f"Command: `{cmd}`  ", f"Machine: {machine()}", "",
