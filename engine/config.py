@@ -179,6 +179,10 @@ class OutputConfig(Settings):
     compression: Literal["none", "lzf", "gzip", "blosc-lz4"] = "none"
     """Chunk compression; blosc-lz4 in an HDF5 file needs the hdf5plugin package. An OME-Zarr
     store takes none, gzip or blosc-lz4 (lzf is HDF5's only)."""
+    direct_io: bool = True
+    """An OME-Zarr store's image chunks are written with O_DIRECT, straight to the disk past
+    the page cache (where the file system takes it; else as ordinary writes). HDF5 files are
+    written through the page cache."""
     flush_every: int = Field(10, ge=1)
     """Flush to disk (visible to SWMR readers, survives a kill) every N frames."""
     flush_seconds: float = Field(1.0, gt=0)

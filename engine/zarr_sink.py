@@ -35,6 +35,7 @@ from ome_zarr_models.v05.multiscales import Dataset, Multiscale
 
 from .config import OutputConfig
 from .contracts import COUNTER_NAMES, RunInfo
+from .direct_store import DirectStore
 from .frame import Decomposition
 from .hdf5_sink import (
     FRAME_COLUMNS,
@@ -60,6 +61,9 @@ IMAGE_ARRAY = "0"
 TILE = 512
 """Chunks of an image are (1, TILE, TILE) px at most: a large frame is several chunks, which
 zarr writes (and compresses) in parallel."""
+WRITE_ALL = {"write_empty_chunks": True}
+"""Every chunk of a frame is written, without first comparing it with the fill value (a pass
+over the frame's bytes that finds a chunk to leave out only in a blank frame)."""
 ATTRS = "lagsplit"
 """The root group's attribute that holds the run's attributes (absent: not a lagsplit store)."""
 COMPRESSIONS = ("none", "gzip", "blosc-lz4")
@@ -159,7 +163,7 @@ class ZarrSink:
         try:
             if self.path.exists():
                 shutil.rmtree(self.path)  # output.overwrite; store_kind_problem let only a Zarr store through
-            root = zarr.open_group(self.path, mode="w", zarr_format=3)
+            root = zarr.open_group(self._store(), mode="w", zarr_format=3)
         except OSError as exc:
             raise OutputError(f"cannot create {self.path}: {exc}") from exc
         self.root = root
@@ -170,7 +174,8 @@ class ZarrSink:
             group = root.require_group(name)
             dtype = np.dtype(info.dtype) if name == "raw" else comp_dtype
             self._images[name] = group.create_array(IMAGE_ARRAY, shape=(0, h, w), chunks=chunks, dtype=dtype,
-                                                    compressors=compressors, fill_value=0, dimension_names=AXES)
+                                                    compressors=compressors, fill_value=0, dimension_names=AXES,
+                                                    config=WRITE_ALL)
             group.attrs["ome"] = image_attrs(name.rsplit("/", 1)[-1], extra)
         for name, dt in FRAME_COLUMNS:
             self._table(f"frames/{name}", (0,), dt, np.nan if name == "gate" else 0)
@@ -196,6 +201,10 @@ class ZarrSink:
         }
         self._write_attrs(open_for_write=True)  # last: a store with these attributes is whole
 
+    def _store(self) -> DirectStore | Path:
+        """Where the store is written: image chunks past the page cache with ``output.direct_io``."""
+        return DirectStore(self.path) if self.cfg.direct_io else self.path
+
     def _table(self, name: str, shape: tuple[int, ...], dtype, fill=0) -> zarr.Array:
         chunks = (1024, *shape[1:])
         arr = self.root.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill)  # type: ignore[union-attr]
@@ -216,7 +225,7 @@ class ZarrSink:
         if why:
             raise OutputError(f"cannot resume {self.path}: {why}; the store is left as it was")
         try:
-            root = zarr.open_group(self.path, mode="r+", zarr_format=3)
+            root = zarr.open_group(self._store(), mode="r+", zarr_format=3)
         except OSError as exc:
             raise OutputError(f"cannot open {self.path} to resume it: {exc}") from exc
         self.root = root
@@ -225,7 +234,7 @@ class ZarrSink:
         run = ZarrRun(self.path, root)
         rows = run.whole_rows()
         for name in run.image_names():
-            arr = self._images[name] = root[f"{name}/{IMAGE_ARRAY}"]  # type: ignore[assignment]
+            arr = self._images[name] = root[f"{name}/{IMAGE_ARRAY}"].with_config(WRITE_ALL)  # type: ignore[union-attr]
             arr.resize((rows, *arr.shape[1:]))
         for name, dt in FRAME_COLUMNS:
             key = f"frames/{name}"

@@ -36,6 +36,7 @@ class SinkSetting:
     format: str  # "hdf5" or "ome-zarr"
     compression: str
     dtype: str  # output.dtype: the components' type on disk
+    direct_io: bool = True  # output.direct_io (an OME-Zarr store's image chunks past the page cache)
 
     @property
     def suffix(self) -> str:
@@ -43,16 +44,21 @@ class SinkSetting:
 
     @property
     def overrides(self) -> list[str]:
-        return [f"output.compression={self.compression}", f"output.dtype={self.dtype}"]
+        return [f"output.compression={self.compression}", f"output.dtype={self.dtype}",
+                f"output.direct_io={str(self.direct_io).lower()}"]
 
     @property
     def label(self) -> str:
-        return f"{'HDF5' if self.format == 'hdf5' else 'OME-Zarr'}, {self.compression}, {self.dtype}"
+        if self.format == "hdf5":
+            return f"HDF5, {self.compression}, {self.dtype}"
+        return f"OME-Zarr, {self.compression}, {self.dtype}{'' if self.direct_io else ', page cache'}"
 
 
 def settings() -> list[SinkSetting]:
     """Every format, each compression it takes here (HDF5's blosc-lz4 only with hdf5plugin
-    installed), float32 and float16 components; the default (HDF5, none, float32) first."""
+    installed), float32 and float16 components, an OME-Zarr store's image chunks written
+    straight to the disk (``output.direct_io``, its default) and through the page cache; the
+    default (HDF5, none, float32) first."""
     h5 = ["none", "lzf", "gzip"]
     try:
         import hdf5plugin  # noqa: F401, PLC0415 - optional
@@ -63,6 +69,7 @@ def settings() -> list[SinkSetting]:
     try:
         import zarr  # noqa: F401, PLC0415 - the zarr extra
         out += [SinkSetting("ome-zarr", c, d) for c in ("none", "blosc-lz4") for d in ("float32", "float16")]
+        out += [SinkSetting("ome-zarr", "none", d, direct_io=False) for d in ("float32", "float16")]
     except ImportError:
         pass
     return out
@@ -234,8 +241,9 @@ def sinks_text(results: list[dict], cmd: str, sink_frames: int) -> str:
         "decompositions (raw uint16, slow and fast; the engine's own, kept from its last frames) into a "
         f"temporary folder: {sink_frames} frames at 2048 px, more at smaller sizes (by area, at most "
         f"{4 * sink_frames}), fewer where a setting passes {SETTING_BUDGET_S:g} s. Closed: from the first "
-        "frame handed over until the sink is closed (the writes in the page cache). On disk: until `os.sync()` "
-        "returns as well (each setting starts after one). MB/s: bytes of the frames' arrays (raw, slow and fast "
+        "frame handed over until the sink is closed (HDF5's writes, and OME-Zarr's marked page cache, are then in "
+        "the page cache; an OME-Zarr store's image chunks are otherwise on the disk already: `output.direct_io`). "
+        "On disk: until `os.sync()` returns as well (each setting starts after one). MB/s: bytes of the frames' arrays (raw, slow and fast "
         "as the engine hands them over, float32), 10^6 a MB. Engine: the engine alone replaying as fast as "
         "possible (networks in use, no training, no file) in the same process, frames after its first "
         f"{SKIP_FIRST}.",
