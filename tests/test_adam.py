@@ -21,7 +21,7 @@ def _steps(net: torch.nn.Module, opt, n: int, seed: int = 1) -> list[float]:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
 
 
