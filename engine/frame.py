@@ -51,3 +51,17 @@ class Decomposition:
         """Bytes of the arrays it holds: what it keeps alive while queued, about what a row writes."""
         arrays = (self.raw, self.slow, self.fast, self.residual, *(self.components or {}).values())
         return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
+
+
+def stored(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``plane`` in the type a sink stores it in. float32 to float16 goes through torch's
+    vectorised conversion, the same values as numpy's (round to nearest even) at a tenth of
+    its time (a 2048 x 2048 plane: about 1 ms against 10 on a 2-core CPU)."""
+    if plane.dtype == dtype:
+        return plane
+    if dtype == np.float16 and plane.dtype == np.float32 and plane.flags.writeable:
+        import torch  # noqa: PLC0415 - loaded already by the engine that made the plane
+
+        return torch.from_numpy(plane).to(torch.float16).numpy()
+    with np.errstate(over="ignore"):  # past float16's range is inf, as HDF5 stores it too
+        return plane.astype(dtype)

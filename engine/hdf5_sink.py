@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import OutputConfig
 from .contracts import COUNTER_NAMES, RunInfo
-from .frame import Decomposition
+from .frame import Decomposition, stored
 from .superblock import open_for_write, release
 
 log = logging.getLogger("lagsplit.hdf5")
@@ -359,7 +359,7 @@ class HDF5Sink:
         f = self._open()
         self._check_space(r)
         n = self.rows
-        comp = self._component  # float16 components are converted by numpy, several times faster than HDF5 does
+        comp = self._component  # converted here, many times faster than HDF5 converts float32 to float16
         rows = [("slow", comp(r.slow)), ("fast", comp(r.fast))]
         if "raw" in f:
             rows.append(("raw", r.raw))
@@ -378,7 +378,7 @@ class HDF5Sink:
 
     def _component(self, plane: np.ndarray) -> np.ndarray:
         """A component plane in the file's component dtype (``output.dtype``)."""
-        return plane.astype(self._dataset("slow").dtype, copy=False)
+        return stored(plane, self._dataset("slow").dtype)
 
     def skip(self, first_index: int, count: int, reason: str) -> None:
         self._open()

@@ -36,7 +36,7 @@ from ome_zarr_models.v05.multiscales import Dataset, Multiscale
 from .config import OutputConfig
 from .contracts import COUNTER_NAMES, RunInfo
 from .direct_store import DirectStore
-from .frame import Decomposition
+from .frame import Decomposition, stored
 from .hdf5_sink import (
     FRAME_COLUMNS,
     GAP_REASONS,
@@ -295,7 +295,7 @@ class ZarrSink:
         with self._writing():
             for name, arr in self._images.items():
                 arr.resize((n + 1, *arr.shape[1:]))
-                arr[n] = planes[name]
+                arr[n] = stored(planes[name], arr.dtype)  # float16 converted faster than zarr converts it
         self._pending.append((r.index, r.timestamp, r.model_version, int(r.warmup), r.latency_ms,
                               getattr(r, "flags", 0), getattr(r, "shed", 0), getattr(r, "gate", np.nan)))
         self.rows = n + 1

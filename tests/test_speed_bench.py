@@ -47,11 +47,11 @@ def test_bench_speed_sinks_only_writes_every_setting_and_the_live_runs(tmp_path)
     assert ("OME-Zarr, blosc-lz4, float16" in labels) == (importlib.util.find_spec("zarr") is not None)
     rows = [line for line in text.splitlines() if line.startswith("| 32² |") and "MiB |" in line]
     assert [row.split("|")[2].strip() for row in rows] == labels
-    for row in rows:  # every setting wrote the frames kept (8 at 32 px: 4x sink_frames) and they reached the disk
+    for row in rows:  # every setting wrote the frames kept (4 at 32 px: 2x sink_frames) and they reached the disk
         cells = [c.strip() for c in row.split("|")]
-        assert int(cells[3]) == frames_at(32, 2) == 8
+        assert int(cells[3]) == frames_at(32, 2) == 4
         assert float(cells[4].removesuffix(" /s")) > 0 and float(cells[6].removesuffix(" /s")) > 0
-        assert 0 < float(cells[9]) < 2  # bytes on disk over the arrays' bytes
+        assert float(cells[9]) > 0  # bytes on disk over the arrays' bytes (at 32 px mostly metadata)
     engine = next(line for line in text.splitlines() if line.startswith("| 32² |") and line.count("|") == 3)
     assert float(engine.split("|")[2].strip().removesuffix(" /s")) > 0
     live = [line for line in text.splitlines() if line.startswith("| 32² |") and ("kept up" in line or "dropped" in line)]
