@@ -282,7 +282,7 @@ def sinks_summary(results: list[dict], cmd: str) -> str:
     rows = sorted(res["rows"], key=lambda r: -r["fps_disk"])
     lines = [f"Measured by `{cmd}` on {res['machine']} (details in BENCHMARKS.md, \"Output path\"); "
              f"at {res['size']}x{res['size']} the engine alone processes {res['engine_fps']:.1f} frames/s:", "",
-             "| sink, compression, components | frames/s to the disk | MB/s | frames/s into the page cache "
+             "| sink, compression, components | frames/s to the disk | MB/s | frames/s until closed "
              "| on disk per frame |", "| --- | ---: | ---: | ---: | ---: |"]
     lines += [f"| {r['setting'].label} | {r['fps_disk']:.1f} /s | {r['mb_s_disk']:.0f} | {r['fps']:.1f} /s | "
               f"{r['disk_per_frame'] / 2**20:.1f} MiB |" for r in rows]
