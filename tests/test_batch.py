@@ -197,3 +197,14 @@ def test_ome_zarr_outputs_hold_every_frame_and_are_skipped_when_finished(tmp_pat
     assert [r["status"] for r in read_summary(out / "batch.csv")] == ["ok", "ok"]
     again = _batch(str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--out", str(out), "--format", "ome-zarr")
     assert [r["status"] for r in read_summary(out / "batch.csv")] == ["skipped", "skipped"], again.stderr
+
+
+@pytest.mark.slow
+def test_bench_batch_runs_every_way_and_reports_them(tmp_path):
+    """`lagsplit bench batch` on tiny recordings: every way it compares ran and is reported."""
+    from lagsplit.bench.batch import run_batch_bench
+
+    text = run_batch_bench(n=2, frames=24, size=32, seam_frames=60, split=2, write=False, log=lambda *_: None)
+    for way in ("`lagsplit replay`, one after another", "`lagsplit batch --workers 1`", "`lagsplit batch --workers 2`",
+                "`lagsplit batch --scheduler ADDRESS`", "| split |", "| whole (the same frames) |"):
+        assert way in text

@@ -151,22 +151,28 @@ def _report(cmd: str, n: int, frames: int, size: int, seed: int, ways: list[Way]
         f"seeds {seed} and on), each one task with the batch's settings (`train.mode=fixed`, "
         f"one torch thread; `lagsplit replay` is given the same). Time from the command's start to the last "
         f"output, cluster start included.", "",
-        "| how | seconds | speed-up over 1 local worker | cluster start-up | per-task overhead | overhead / task |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| how | seconds | speed-up over 1 local worker | a task's own time (mean) | cluster start-up | per-task overhead "
+        "| overhead / task |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     mean_task = one.task_seconds / n
+    two = next(w for w in ways if "--workers 2" in w.label)
+    slower = two.task_seconds / one.task_seconds
     for w in ways:
         if w.task_seconds:
             workers = 1 if w is one else 2
             over = (w.seconds - w.start_seconds - w.task_seconds / workers) / (n / workers)
-            cells = f"{w.start_seconds:.1f} s | {over:.2f} s | {100 * over / mean_task:.1f} %"
+            cells = (f"{w.task_seconds / n:.2f} s | {w.start_seconds:.1f} s | {over:.2f} s | "
+                     f"{100 * over / mean_task:.1f} %")
         else:
-            cells = "- | - | -"
+            cells = "- | - | - | -"
         lines.append(f"| {w.label} | {w.seconds:.1f} | {one.seconds / w.seconds:.2f}x | {cells} |")
     lines += [
         "",
         f"A task's own time on its worker (building the run, replaying {frames} frames, writing the file) is "
-        f"{mean_task:.2f} s on average with 1 worker. Per-task overhead: the time beyond the tasks' own, "
+        f"{mean_task:.2f} s on average with 1 worker and {two.task_seconds / n:.2f} s with 2 local workers: "
+        f"{slower:.2f}x as long while two tasks share the machine, which alone bounds the speed-up of 2 "
+        f"workers at {2 / slower:.2f}x. Per-task overhead: the time beyond the tasks' own, "
         f"after the cluster started, per task on each worker: (seconds - start-up - task seconds / workers) / "
         f"(tasks / workers). With 1 worker that is the cluster's overhead alone; with 2, the tasks' own times "
         f"are taken while both cores are busy and a worker may idle while the other runs the last task, so the "
