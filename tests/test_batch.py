@@ -202,9 +202,11 @@ def test_ome_zarr_outputs_hold_every_frame_and_are_skipped_when_finished(tmp_pat
 @pytest.mark.slow
 def test_bench_batch_runs_every_way_and_reports_them(tmp_path):
     """`lagsplit bench batch` on tiny recordings: every way it compares ran and is reported."""
-    from lagsplit.bench.batch import run_batch_bench
-
-    text = run_batch_bench(n=2, frames=24, size=32, seam_frames=60, split=2, write=False, log=lambda *_: None)
+    res = subprocess.run([sys.executable, "-m", "lagsplit", "bench", "batch", "--recordings", "2", "--frames", "24",
+                          "--size", "32", "--seam-frames", "60", "--split", "2", "--no-write"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    text = " ".join(res.stdout.split("\n"))
     for way in ("`lagsplit replay`, one after another", "`lagsplit batch --workers 1`", "`lagsplit batch --workers 2`",
                 "`lagsplit batch --scheduler ADDRESS`", "| split |", "| whole (the same frames) |"):
         assert way in text
