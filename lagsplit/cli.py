@@ -741,6 +741,9 @@ def batch(
     from .batch.run import run_batch
     from .config import ConfigError
 
+    if workers is not None and scheduler:
+        _fail("--workers sets the size of a local cluster; with --scheduler the running cluster's workers take the "
+              "tasks: give one of them")
     req = BatchRequest(inputs=list(inputs), out_dir=out_dir, config=config, sets=list(sets or []), channel=channel, z=z, axes=axes, init=init, split=split,
                        overlap=overlap, format=fmt)
     try:

@@ -106,3 +106,14 @@ def test_a_task_whose_partial_output_is_not_lagsplits_fails_naming_it(tmp_path):
     res = run_task(job.tasks[0])
     assert res.status == "failed" and "cannot resume" in res.error and str(job.partial) in res.error
     assert job.partial.read_bytes() == b"something else"
+
+
+def test_workers_and_a_scheduler_together_are_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from lagsplit.cli import app
+
+    res = CliRunner().invoke(app, ["batch", str(tmp_path), "--out", str(tmp_path / "out"), "--workers", "2",
+                                   "--scheduler", "tcp://127.0.0.1:8786"])
+    assert res.exit_code == 2 and "give one of them" in res.output
+    assert not (tmp_path / "out").exists()
