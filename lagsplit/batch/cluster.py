@@ -15,6 +15,10 @@ from lagsplit.extras import require
 
 BATCH_NEEDS = {"distributed": "distributed"}
 """``lagsplit batch``: Dask's distributed scheduler (the ``batch`` extra)."""
+LOCAL_WORKER_CONFIG = {"distributed.worker.profile.enabled": False, "distributed.worker.memory.monitor-interval": "1s"}
+"""The local cluster's workers neither sample their threads' stacks (Dask's statistical
+profiler, 100 times a second, for a dashboard a batch does not start) nor measure their
+memory 10 times a second: with a task on every core, both took time from the tasks."""
 GPU = "GPU"
 """The Dask worker resource a GPU task asks for: start such workers with ``--resources GPU=1``."""
 
@@ -51,6 +55,7 @@ def open_cluster(workers: int | None = None, scheduler: str | None = None, timeo
     one per core; with dask-cuda installed and CUDA available, one per GPU, each offering
     the ``GPU`` resource). ClusterError naming the address when it cannot be reached."""
     require("lagsplit batch", "batch", BATCH_NEEDS)
+    import dask
     from distributed import Client, LocalCluster
 
     logging.getLogger("distributed").setLevel(logging.WARNING)  # its import sets INFO: the cluster's chatter
@@ -64,7 +69,7 @@ def open_cluster(workers: int | None = None, scheduler: str | None = None, timeo
                                f"prints?)") from None
         n = len(client.scheduler_info(n_workers=-1)["workers"])
         return _ready(Cluster(client, None, f"the Dask scheduler at {scheduler} ({n} workers now)"))
-    with _workers_ignore_ctrl_c():
+    with _workers_ignore_ctrl_c(), dask.config.set(LOCAL_WORKER_CONFIG):
         local = _local_cuda_cluster(workers)
         if local is None:
             n = workers or os.cpu_count() or 1
