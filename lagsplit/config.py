@@ -131,13 +131,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
 
 
-def _toml_value(v: Any) -> str:
+def toml_value(v: Any) -> str:
+    """``v`` as a TOML literal: what a config file holds and a ``--set`` value is read as."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
         return json.dumps(v)
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
     return repr(v)
 
 
@@ -158,7 +159,7 @@ def _section(name: str, model: type[Settings], values: dict, commented: bool = F
         if value is None:
             lines.append(f"# {field} = ...  (unset by default)")
             continue
-        lines.append(("# " if commented else "") + f"{field} = {_toml_value(value)}")
+        lines.append(("# " if commented else "") + f"{field} = {toml_value(value)}")
     return lines
 
 

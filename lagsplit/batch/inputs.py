@@ -37,6 +37,8 @@ class Stream:
     name: str
     channel: int | None
     z: int | None
+    frames: int
+    """Frames it plays (every plane of a recording has as many)."""
 
 
 def _is_recording(path: Path) -> bool:
@@ -109,21 +111,17 @@ def plane_streams(rec: Recording, channel: int | None = None, z: int | None = No
     several of either and none given, one stream per plane (named ``_c1``, ``_z3``...).
     StackError when the recording cannot be opened."""
     try:
-        with open_stack(rec.spec, channel=channel, z=z, axes=axes):
-            return [Stream(rec, rec.name, channel, z)]
+        with open_stack(rec.spec, channel=channel, z=z, axes=axes) as stack:
+            return [Stream(rec, rec.name, channel, z, len(stack))]
     except PlanesToPick as exc:
         unpicked = exc.unpicked
     channels = range(unpicked["channel"]) if "channel" in unpicked else [channel]
     zs = range(unpicked["z"]) if "z" in unpicked else [z]
+    with open_stack(rec.spec, channel=channels[0], z=zs[0], axes=axes) as stack:
+        frames = len(stack)
     return [Stream(rec, rec.name + ("" if "channel" not in unpicked else f"_c{c}")
-                   + ("" if "z" not in unpicked else f"_z{k}"), c, k)
+                   + ("" if "z" not in unpicked else f"_z{k}"), c, k, frames)
             for c in channels for k in zs]
 
 
-def stream_frames(stream: Stream, axes: str | None = None) -> int:
-    """How many frames ``stream`` plays (StackError when it cannot be opened)."""
-    with open_stack(stream.recording.spec, channel=stream.channel, z=stream.z, axes=axes) as stack:
-        return len(stack)
-
-
-__all__ = ["InputError", "Recording", "Stream", "StackError", "find_recordings", "plane_streams", "stream_frames"]
+__all__ = ["InputError", "Recording", "Stream", "StackError", "find_recordings", "plane_streams"]

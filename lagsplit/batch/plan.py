@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lagsplit.adapters.stacks import StackError
-from lagsplit.config import Config, load_config
+from lagsplit.config import Config, load_config, toml_value
 
-from .inputs import Stream, find_recordings, plane_streams, stream_frames
+from .inputs import Stream, find_recordings, plane_streams
 from .split import Chunk, chunks
 from .task import Task, output_rows
 
@@ -67,21 +67,24 @@ class Job:
     warmup_frames: int = 0
 
 
-def _quote(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _settings(values: dict) -> list[str]:
+    """``{"section.field": value}`` as ``--set`` items; None values are left out."""
+    return [f"{key}={toml_value(v)}" for key, v in values.items() if v is not None]
+
+
+def _user_settings(req: BatchRequest) -> list[str]:
+    """--init, then --set: what the user asked of every task."""
+    return [*_settings({"train.init": None if req.init is None else str(req.init)}), *req.sets]
 
 
 def task_config(req: BatchRequest, stream: Stream, partial: Path, start: int = 0, stop: int | None = None) -> Config:
-    """The replay config of one task: batch defaults < --config < --set < what the batch
-    sets (the stream, its frames and the partial output, continued with --resume)."""
-    own = ["source.kind=replay", f"source.path={_quote(stream.recording.spec)}", f"source.start={start}",
-           f"output.path={_quote(str(partial))}", "output.resume=true", "output.overwrite=false"]
-    own += [f"source.stop={stop}"] if stop is not None else []
-    own += [f"source.channel={stream.channel}"] if stream.channel is not None else []
-    own += [f"source.z={stream.z}"] if stream.z is not None else []
-    own += [f"source.axes={_quote(req.axes)}"] if req.axes else []
-    init = [f"train.init={_quote(str(req.init))}"] if req.init else []
-    return load_config(req.config, [*init, *req.sets, *own], base=BATCH_DEFAULTS)
+    """The replay config of one task: batch defaults < --config < --init, --set < what the
+    batch sets (the stream, its frames and the partial output, continued with --resume)."""
+    own = _settings({"source.kind": "replay", "source.path": stream.recording.spec, "source.start": start,
+                     "source.stop": stop, "source.channel": stream.channel, "source.z": stream.z,
+                     "source.axes": req.axes, "output.path": str(partial), "output.resume": True,
+                     "output.overwrite": False})
+    return load_config(req.config, [*_user_settings(req), *own], base=BATCH_DEFAULTS)
 
 
 def check_request(req: BatchRequest) -> Config:
@@ -94,8 +97,8 @@ def check_request(req: BatchRequest) -> Config:
         raise ValueError(f"--format {req.format}: give one of {', '.join(OUTPUT_SUFFIXES)}")
     if req.out_dir.exists() and not req.out_dir.is_dir():
         raise ValueError(f"--out {req.out_dir} is a file; give a folder")
-    init = [f"train.init={_quote(str(req.init))}"] if req.init else []
-    return load_config(req.config, ["source.kind=replay", 'source.path=""', *init, *req.sets], base=BATCH_DEFAULTS)
+    placeholder = _settings({"source.kind": "replay", "source.path": ""})
+    return load_config(req.config, [*placeholder, *_user_settings(req)], base=BATCH_DEFAULTS)
 
 
 def plan_batch(req: BatchRequest) -> list[Job]:
@@ -121,18 +124,13 @@ def _job(req: BatchRequest, stream: Stream) -> Job:
     final = req.out_dir / f"{stream.name}{req.suffix}"
     recording = stream.recording.spec + "".join(
         f" ({k} {v})" for k, v in (("channel", stream.channel), ("z", stream.z)) if v is not None)
-    job = Job(recording, stream.name, final)
+    job = Job(recording, stream.name, final, stream.frames)
     if final.exists():
         job.status = "skipped"
         try:
             job.done_frames, job.warmup_frames = output_rows(final)
         except (OSError, KeyError, ValueError, RuntimeError) as exc:
             job.status, job.error = "failed", f"{final} exists and is not a lagsplit output ({exc}); move it away"
-        return job
-    try:
-        job.frames = stream_frames(stream, req.axes)
-    except StackError as exc:
-        job.status, job.error = "failed", str(exc)
         return job
     partial = job.partial = req.out_dir / PARTIAL_FOLDER / f"{stream.name}{req.suffix}"
     n = min(req.split, job.frames)
